@@ -1,0 +1,1 @@
+"""Training and evaluation of paella-mini on the shapes world."""
