@@ -1,0 +1,252 @@
+import math
+
+import pytest
+import torch
+
+from model.config import SamplerConfig
+from model.sampler import (
+    Stream,
+    draw_codes,
+    guided_logits,
+    noise_tokens,
+    random_bits,
+    random_codes,
+    sample,
+    typical_filter,
+    uniforms,
+)
+
+V = 48  # codebook of the fake model
+C = 6  # condition width
+
+
+class FakeDenoiser:
+    """A batch-invariant stand-in: per-sample logits from a token table, the condition and r; counts calls."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.table = torch.randn(V, V, generator=g) * 2
+        self.proj = torch.randn(C, V, generator=g)
+        self.calls: list[int] = []
+
+    def __call__(self, tokens: torch.Tensor, cond: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tokens.shape[0])
+        spatial = cond.dim() == 4
+        c = cond.permute(0, 2, 3, 1) @ self.proj if spatial else (cond @ self.proj)[:, None, None, :]
+        logits = self.table[tokens] + c + r[:, None, None, None] * 3
+        return logits.permute(0, 3, 1, 2)  # (B, V, H, W)
+
+
+def _splitmix_reference(seed: int, step: int, stream: int, n: int) -> int:
+    mask, golden = (1 << 64) - 1, 0x9E3779B97F4A7C15
+
+    def mix(z: int) -> int:
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & mask
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB & mask
+        return z ^ (z >> 31)
+
+    key = mix((mix((seed + golden) & mask) + (step * 16 + stream + 1) * golden) & mask)
+    return mix((key + (n + 1) * golden) & mask)
+
+
+def test_random_bits_are_splitmix64_of_seed_step_stream_and_position():
+    seeds = [0, 1, 2**62 + 12345, -7]
+    bits = random_bits(torch.tensor(seeds), 5, Stream.DRAW, (2, 3)).view(len(seeds), -1)
+    for i, seed in enumerate(seeds):
+        for n in range(6):
+            assert bits[i, n].item() & ((1 << 64) - 1) == _splitmix_reference(seed % 2**64, 5, Stream.DRAW, n)
+
+
+def test_uniforms_are_deterministic_uniform_and_keyed_by_every_counter():
+    seeds = torch.arange(16)
+    u = uniforms(seeds, 3, Stream.DRAW, (32, 32))
+    assert u.dtype == torch.float32 and u.shape == (16, 32, 32)
+    assert torch.equal(u, uniforms(seeds, 3, Stream.DRAW, (32, 32)))
+    assert u.min().item() >= 0 and u.max().item() < 1
+    assert abs(u.mean().item() - 0.5) < 0.01
+    assert abs(u.var().item() - 1 / 12) < 0.005
+    assert torch.histc(u, bins=10, min=0, max=1).div(u.numel()).sub(0.1).abs().max() < 0.01
+    for other in (uniforms(seeds + 1, 3, Stream.DRAW, (32, 32)), uniforms(seeds, 4, Stream.DRAW, (32, 32))):
+        assert (other != u).float().mean() > 0.99
+    assert (uniforms(seeds, 3, Stream.RENOISE, (32, 32)) != u).float().mean() > 0.99
+
+
+def test_random_codes_cover_the_codebook():
+    codes = random_codes(torch.arange(4), 0, Stream.INIT, (16, 16), V)
+    assert codes.dtype == torch.int64 and codes.min() >= 0 and codes.max() < V
+    assert codes.unique().numel() == V
+
+
+def _slow_typical_keep(logits: torch.Tensor, mass: float, min_tokens: int) -> set[int]:
+    """Paella v1's typical filtering spelled out in Python for one row."""
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    entropy = -(p * logp).sum()
+    score = (logp + entropy).abs().tolist()
+    order = sorted(range(len(score)), key=lambda k: score[k])
+    total, last = 0.0, len(order) - 1
+    for pos, k in enumerate(order):
+        total += p[k].item()
+        if total >= mass:
+            last = pos
+            break
+    keep = {k for k in order if score[k] <= score[order[last]]}
+    return keep | set(order[:min_tokens])
+
+
+@pytest.mark.parametrize(("mass", "min_tokens"), [(0.2, 1), (0.5, 1), (0.05, 7), (0.9, 3), (0.999, 1)])
+def test_typical_filter_matches_a_slow_reimplementation(mass, min_tokens):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(40, V, generator=g) * torch.linspace(0.1, 5, 40)[:, None]
+    filtered = typical_filter(logits, mass, min_tokens)
+    for row in range(logits.shape[0]):
+        kept = set(torch.isfinite(filtered[row]).nonzero().flatten().tolist())
+        assert kept == _slow_typical_keep(logits[row], mass, min_tokens)
+        assert len(kept) >= min_tokens
+        assert torch.equal(filtered[row, sorted(kept)], logits[row, sorted(kept)])
+
+
+def test_inverse_cdf_reproduces_the_tempered_filtered_distribution():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(V, generator=g) * 2
+    n = 200_000
+    u = (torch.arange(n, dtype=torch.float64) + 0.5).div(n).float()  # an evenly spread grid of uniforms
+    rows = logits.expand(n, V)
+    for temperature, mass in [(1.0, None), (0.5, None), (1.0, 0.3), (1.7, 0.3)]:
+        codes = draw_codes(rows, u, temperature=temperature, typical_mass=mass)
+        allowed = logits if mass is None else typical_filter(logits, mass)
+        expected = (allowed / temperature).softmax(-1)
+        freq = torch.bincount(codes, minlength=V).double() / n
+        assert (freq - expected).abs().max() < 1e-3
+        assert freq[expected == 0].sum() == 0
+
+
+def test_temperature_zero_is_the_argmax_of_the_kept_codes():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, V, generator=g) * 3
+    u = torch.rand(64, generator=g)
+    assert torch.equal(draw_codes(logits, u, temperature=0), logits.argmax(-1))
+    got = draw_codes(logits, u, temperature=0, typical_mass=0.2)
+    assert torch.equal(got, typical_filter(logits, 0.2).argmax(-1))
+
+
+def test_guidance_is_one_batched_forward_and_off_below_zero():
+    model = FakeDenoiser()
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(0, V, (3, 4, 4), generator=g)
+    cond, neg, r = torch.randn(3, C, generator=g), torch.randn(3, C, generator=g), torch.rand(3, generator=g)
+    plain, uncond = model(tokens, cond, r), model(tokens, torch.zeros_like(cond), r)
+    model.calls.clear()
+    assert torch.equal(guided_logits(model, tokens, cond, r, scale=-1.0), plain)
+    assert model.calls == [3]
+    model.calls.clear()
+    assert torch.allclose(guided_logits(model, tokens, cond, r, scale=1.0), plain, atol=1e-6)
+    assert torch.allclose(guided_logits(model, tokens, cond, r, scale=0.0), uncond, atol=1e-6)
+    w = 4.0
+    assert torch.allclose(
+        guided_logits(model, tokens, cond, r, scale=w), uncond + w * (plain - uncond), atol=1e-5
+    )
+    assert torch.allclose(
+        guided_logits(model, tokens, cond, r, scale=0.0, uncond=neg), model(tokens, neg, r), atol=1e-6
+    )
+    assert model.calls[:4] == [6, 6, 6, 6]
+
+
+CONFIGS = [
+    SamplerConfig(steps=4),
+    SamplerConfig(steps=5, renoise_mode="prev", temp_range=(1.2, 0.3), guidance_scale=3.0),
+    SamplerConfig(steps=3, renoise_mode="rand", typical_filtering=False, typical_min_tokens=4),
+    SamplerConfig(steps=4, renoise_steps=1, typical_mass=0.6, typical_min_tokens=5, guidance_scale=0.5),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_seed_gives_the_same_tokens_alone_or_anywhere_in_a_batch(config):
+    model = FakeDenoiser()
+    g = torch.Generator().manual_seed(5)
+    conds = torch.randn(4, C, generator=g)
+    seeds = torch.tensor([11, 7, 123456789012, -3])
+    batch = sample(model, conds, seeds=seeds, grid=(6, 8), config=config, num_labels=V)
+    assert model.calls == [8 if config.guidance_scale >= 0 else 4] * config.steps
+    for i in range(4):
+        alone = sample(
+            model, conds[i : i + 1], seeds=seeds[i : i + 1], grid=(6, 8), config=config, num_labels=V
+        )
+        assert torch.equal(alone[0], batch[i])
+    reordered = sample(model, conds.flip(0), seeds=seeds.flip(0), grid=(6, 8), config=config, num_labels=V)
+    assert torch.equal(reordered.flip(0), batch)
+    other_seeds = sample(model, conds, seeds=seeds + 1, grid=(6, 8), config=config, num_labels=V)
+    assert (other_seeds != batch).float().mean() > 0.2
+
+
+def test_spatial_conditions_and_negative_embeddings_are_batched_too():
+    model = FakeDenoiser()
+    g = torch.Generator().manual_seed(6)
+    cond, neg = torch.randn(3, C, 4, 4, generator=g), torch.randn(3, C, 4, 4, generator=g)
+    config = SamplerConfig(steps=3, guidance_scale=2.0)
+    seeds = torch.tensor([1, 2, 3])
+    batch = sample(model, cond, seeds=seeds, grid=(4, 4), config=config, num_labels=V, uncond=neg)
+    alone = sample(model, cond[2:], seeds=seeds[2:], grid=(4, 4), config=config, num_labels=V, uncond=neg[2:])
+    assert torch.equal(alone[0], batch[2])
+    zero = sample(model, cond, seeds=seeds, grid=(4, 4), config=config, num_labels=V)
+    assert not torch.equal(zero, batch)
+
+
+def test_a_mask_keeps_the_unmasked_tokens_exactly():
+    model = FakeDenoiser()
+    g = torch.Generator().manual_seed(7)
+    init = torch.randint(0, V, (2, 8, 8), generator=g)
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[0, 2:5, 1:7] = True
+    mask[1, :, 4:] = True
+    for mode in ("start", "prev", "rand"):
+        config = SamplerConfig(steps=4, renoise_mode=mode, guidance_scale=2.0)
+        out = sample(
+            model,
+            torch.randn(2, C, generator=g),
+            seeds=torch.tensor([5, 6]),
+            grid=(8, 8),
+            config=config,
+            num_labels=V,
+            init_tokens=init,
+            mask=mask,
+        )
+        assert torch.equal(out[~mask], init[~mask])
+        assert (out[mask] != init[mask]).float().mean() > 0.5
+
+
+def test_starting_at_the_last_step_returns_the_initial_tokens():
+    init = torch.randint(0, V, (2, 4, 4))
+    config = SamplerConfig(steps=6, start_step=6)
+    out = sample(
+        FakeDenoiser(),
+        torch.randn(2, C),
+        seeds=torch.tensor([1, 2]),
+        grid=(4, 4),
+        config=config,
+        num_labels=V,
+        init_tokens=init,
+    )
+    assert torch.equal(out, init)
+
+
+def test_noise_tokens_replaces_with_probability_cos_r_pi_over_2():
+    tokens = torch.zeros(64, 32, 32, dtype=torch.int64)
+    seeds = torch.arange(64)
+    replacement = torch.ones_like(tokens)
+    for r in (0.0, 0.25, 0.5, 0.9, 1.0):
+        out = noise_tokens(
+            tokens, torch.tensor(r), seeds=seeds, step=1, num_labels=V, replacement=replacement
+        )
+        assert abs(out.float().mean().item() - max(math.cos(r * math.pi / 2), 0)) < 0.01
+    fresh = noise_tokens(tokens, torch.tensor(0.0), seeds=seeds, step=1, num_labels=V)
+    assert fresh.unique().numel() == V
+    per_sample = noise_tokens(
+        tokens[:2],
+        torch.tensor([0.0, 1.0]),
+        seeds=seeds[:2],
+        step=1,
+        num_labels=V,
+        replacement=replacement[:2],
+    )
+    assert per_sample[0].all() and not per_sample[1].any()
