@@ -1,0 +1,189 @@
+"""The queue between the HTTP side and the GPU side: its two interfaces and the in-process broker.
+
+`Broker` is what the API uses, `WorkQueue` what the worker uses; `InProcessBroker` (here, for
+`paella serve`) and `RedisBroker` (`service.redis_broker`, for `paella api` + `paella worker`)
+implement both. Queue depth, for admission and `paella_queue_depth`, counts the images of jobs
+admitted and not yet answered (queued, batched or being computed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from service import metrics
+from service.jobs import DeadlineExceeded, Job, JobError, JobFailed, QueueFull, Slice
+
+
+class Broker(Protocol):
+    """The API's side of the queue."""
+
+    async def submit(self, job: Job) -> list[bytes]:
+        """Enqueue `job` and wait for its PNGs, in seed order.
+
+        Raises `QueueFull` (503, before enqueueing), `DeadlineExceeded` (504) or `JobFailed`.
+        """
+        ...
+
+    async def depth(self) -> int:
+        """Images admitted and not yet answered."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the queue is reachable."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Delivery(NamedTuple):
+    """A job handed to a worker; images before `start` were already stored by an earlier delivery."""
+
+    job: Job
+    start: int
+
+
+class WorkQueue(Protocol):
+    """The worker's side of the queue."""
+
+    @property
+    def heartbeat_interval_s(self) -> float | None:
+        """How often the worker must call `heartbeat()` while it holds work; None: never."""
+        ...
+
+    async def receive(self, max_jobs: int, timeout_s: float) -> list[Delivery]:
+        """Up to `max_jobs` jobs, waiting at most `timeout_s` for the first."""
+        ...
+
+    async def complete(self, part: Slice, images: list[bytes]) -> None:
+        """Store a slice's PNGs; the job is acknowledged once all its images are stored."""
+        ...
+
+    async def fail(self, job: Job, error: JobError) -> None:
+        """Answer the job with `error` and acknowledge it."""
+        ...
+
+    async def release(self, jobs: list[Job]) -> None:
+        """Give back received jobs the worker will not run (it is stopping)."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Tell the queue this worker is alive and still holds its jobs."""
+        ...
+
+
+def shutting_down() -> JobFailed:
+    return JobFailed(503, "shutting_down", "the service is shutting down")
+
+
+@dataclass
+class _Open:
+    job: Job
+    future: asyncio.Future[list[bytes]]
+    images: list[bytes | None]
+    missing: int
+
+
+class InProcessBroker:
+    """An asyncio queue in the API's own process, consumed by an in-process `Worker`.
+
+    Args:
+        max_queue_depth: images admitted and not yet answered above which `submit` raises `QueueFull`
+            (a job is refused when its `n` images would take the depth past this).
+        retry_after_s: the `Retry-After` that `QueueFull` carries.
+    """
+
+    heartbeat_interval_s: float | None = None
+
+    def __init__(self, *, max_queue_depth: int, retry_after_s: float = 1.0) -> None:
+        self.max_queue_depth = max_queue_depth
+        self.retry_after_s = retry_after_s
+        self._queue: deque[Job] = deque()
+        self._arrived = asyncio.Event()
+        self._open: dict[str, _Open] = {}
+        self._depth = 0
+        self._closed = False
+
+    async def submit(self, job: Job) -> list[bytes]:
+        if self._closed:
+            raise shutting_down()
+        if self._depth + job.n > self.max_queue_depth:
+            metrics.REJECTED.labels(reason="queue_full").inc()
+            raise QueueFull(self.retry_after_s)
+        future = asyncio.get_running_loop().create_future()
+        self._open[job.id] = _Open(job, future, [None] * job.n, job.n)
+        self._set_depth(self._depth + job.n)
+        self._queue.append(job)
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(future, timeout=max(0.0, job.deadline - time.time()))
+        except (TimeoutError, DeadlineExceeded) as e:
+            metrics.REJECTED.labels(reason="deadline_exceeded").inc()
+            raise e if isinstance(e, DeadlineExceeded) else DeadlineExceeded() from None
+
+    async def depth(self) -> int:
+        return self._depth
+
+    async def ping(self) -> bool:
+        return not self._closed
+
+    async def close(self) -> None:
+        """Answer every job still open with 503 `shutting_down`."""
+        self._closed = True
+        self._queue.clear()
+        for job_id in list(self._open):
+            self._finish(job_id, shutting_down())
+
+    async def receive(self, max_jobs: int, timeout_s: float) -> list[Delivery]:
+        if not self._queue:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=timeout_s)
+            except TimeoutError:
+                return []
+        jobs: list[Delivery] = []
+        while self._queue and len(jobs) < max_jobs:
+            job = self._queue.popleft()
+            if job.id in self._open:
+                jobs.append(Delivery(job, 0))
+        return jobs
+
+    async def complete(self, part: Slice, images: list[bytes]) -> None:
+        entry = self._open.get(part.job.id)
+        if entry is None:
+            return
+        for i, png in zip(range(part.start, part.stop), images, strict=True):
+            if entry.images[i] is None:
+                entry.missing -= 1
+            entry.images[i] = png
+        if entry.missing == 0:
+            self._finish(part.job.id, [png for png in entry.images if png is not None])
+
+    async def fail(self, job: Job, error: JobError) -> None:
+        self._finish(job.id, error)
+
+    async def release(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._finish(job.id, shutting_down())
+
+    async def heartbeat(self) -> None:
+        return None
+
+    def _finish(self, job_id: str, outcome: list[bytes] | JobError) -> None:
+        entry = self._open.pop(job_id, None)
+        if entry is None:
+            return
+        self._set_depth(self._depth - entry.job.n)
+        if entry.future.done():
+            return
+        if isinstance(outcome, JobError):
+            entry.future.set_exception(outcome)
+        else:
+            entry.future.set_result(outcome)
+
+    def _set_depth(self, depth: int) -> None:
+        self._depth = depth
+        metrics.QUEUE_DEPTH.set(depth)

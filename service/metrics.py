@@ -1,0 +1,93 @@
+"""Every Prometheus metric of the service, defined once; names are the dashboard's contract.
+
+With several processes (uvicorn/gunicorn workers, `paella api` beside `paella worker`), set
+`PROMETHEUS_MULTIPROC_DIR` to an empty folder before any process starts: prometheus_client then
+keeps values in files there and `render_metrics()` sums them across processes. Without it the
+default in-process registry is served.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+IMAGES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+
+REQUESTS = Counter(
+    "paella_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"]
+)
+REQUEST_DURATION = Histogram(
+    "paella_request_duration_seconds", "Time to answer a request", ["endpoint"], buckets=SECONDS
+)
+QUEUE_WAIT = Histogram(
+    "paella_queue_wait_seconds", "Time from admission until a job's images enter a batch", buckets=SECONDS
+)
+BATCH_COMPUTE = Histogram("paella_batch_compute_seconds", "Executor time of one batch", buckets=SECONDS)
+BATCH_SIZE = Histogram("paella_batch_size", "Images per batch", buckets=IMAGES)
+IMAGES_GENERATED = Counter("paella_images_generated", "Images made and stored")
+QUEUE_DEPTH = Gauge(
+    "paella_queue_depth", "Images admitted and not yet answered", multiprocess_mode="livemostrecent"
+)
+REJECTED = Counter("paella_rejected", "Requests refused or dropped, by reason", ["reason"])
+REDELIVERIES = Counter("paella_redeliveries", "Queue entries reclaimed from a dead or stuck worker")
+WORKER_UP = Gauge("paella_worker_up", "Workers warmed up and running", multiprocess_mode="livesum")
+
+_gpu_memory: Gauge | None = None
+
+
+def install_gpu_memory_gauge() -> bool:
+    """Define `paella_gpu_memory_bytes` if torch is loaded and sees CUDA; False (no metric) otherwise.
+
+    Never imports torch itself: a process without the model stays light.
+    """
+    global _gpu_memory
+    torch: Any = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return False
+    if _gpu_memory is None:
+        _gpu_memory = Gauge(
+            "paella_gpu_memory_bytes", "CUDA memory allocated by tensors", multiprocess_mode="livesum"
+        )
+        if not _multiprocess():
+            _gpu_memory.set_function(lambda: float(torch.cuda.memory_allocated()))
+    refresh_gpu_memory()
+    return True
+
+
+def refresh_gpu_memory() -> None:
+    """Record CUDA memory now (needed in multiprocess mode, where callbacks are not collected)."""
+    torch: Any = sys.modules.get("torch")
+    if _gpu_memory is not None and torch is not None and _multiprocess():
+        _gpu_memory.set(float(torch.cuda.memory_allocated()))
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The exposition text and its content type, summed across processes in multiprocess mode."""
+    if _multiprocess():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead process's live gauges (gunicorn's `child_exit` hook); no-op without multiprocess mode."""
+    if _multiprocess():
+        multiprocess.mark_process_dead(pid)
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

@@ -1,0 +1,149 @@
+"""The GPU loop: queue -> batcher -> executor -> stored results -> acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from service import metrics
+from service.batcher import Batcher
+from service.broker import WorkQueue
+from service.jobs import DeadlineExceeded, Executor, Job, JobError, JobFailed, Slice
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Pulls jobs from a `WorkQueue`, batches them with a `Batcher` and runs them on one GPU thread.
+
+    `run()` warms up (in the GPU thread), sets `ready`, then loops until `stop()`; a stop finishes
+    the batch in hand and gives the rest back with `queue.release`. Expired jobs are answered 504
+    without reaching the executor. If the executor raises, every job of that batch fails: with the
+    `JobError` it raised, else with 500 `generation_failed`.
+
+    Args:
+        queue: where jobs come from and results go (`InProcessBroker` or `RedisBroker`).
+        execute: the executor, `execute(slices) -> PNG bytes per slice`; runs in a dedicated thread.
+        max_batch_size: most images per batch (the `Batcher`'s).
+        max_wait_ms: longest the oldest job of a key waits for company (the `Batcher`'s).
+        warmup: called once in the GPU thread before `ready` is set (e.g. the pipeline's warm-up).
+        poll_s: longest the loop waits for work before checking `stop()` again.
+        clock: wall-clock seconds, comparable with `Job.created` and `Job.deadline`.
+    """
+
+    def __init__(
+        self,
+        queue: WorkQueue,
+        execute: Executor,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        warmup: Callable[[], None] | None = None,
+        poll_s: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.execute = execute
+        self.batcher = Batcher(max_batch_size, max_wait_ms)
+        self.warmup = warmup
+        self.poll_s = poll_s
+        self.clock = clock
+        self.ready = asyncio.Event()
+        self._stopping = False
+        self._next_beat = 0.0
+
+    def stop(self) -> None:
+        """Ask `run()` to return after the batch in hand."""
+        self._stopping = True
+
+    async def run(self) -> None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paella-gpu") as gpu:
+            loop = asyncio.get_running_loop()
+            if self.warmup is not None:
+                await loop.run_in_executor(gpu, self.warmup)
+            metrics.install_gpu_memory_gauge()
+            self.ready.set()
+            metrics.WORKER_UP.inc()
+            try:
+                while not self._stopping:
+                    try:
+                        await self._step(gpu)
+                    except Exception:
+                        log.exception("worker step failed; retrying")
+                        await asyncio.sleep(self.poll_s)
+            finally:
+                self.ready.clear()
+                metrics.WORKER_UP.dec()
+                leftover = self.batcher.drain()
+                if leftover:
+                    await self.queue.release(leftover)
+
+    async def _step(self, gpu: ThreadPoolExecutor) -> None:
+        await self._heartbeat(force=False)
+        now = self.clock()
+        for job in self.batcher.expire(now):
+            await self.queue.fail(job, DeadlineExceeded())
+        batch = self.batcher.next_batch(now)
+        if batch:
+            await self._run_batch(gpu, batch)
+            return
+        wakeup = self.batcher.next_wakeup(now)
+        timeout = self.poll_s if wakeup is None else min(self.poll_s, max(0.0, wakeup - now))
+        if self.queue.heartbeat_interval_s is not None:
+            timeout = min(timeout, self.queue.heartbeat_interval_s)
+        for delivery in await self.queue.receive(self.batcher.max_batch_size, timeout):
+            self.batcher.add(delivery.job, delivery.start)
+
+    async def _run_batch(self, gpu: ThreadPoolExecutor, batch: list[Slice]) -> None:
+        start = self.clock()
+        for part in batch:
+            metrics.QUEUE_WAIT.observe(max(0.0, start - part.job.created))
+        future = asyncio.get_running_loop().run_in_executor(gpu, self.execute, batch)
+        error: JobError | None = None
+        try:
+            results = await self._wait_beating(future)
+            if len(results) != len(batch) or any(len(r) != p.n for r, p in zip(results, batch, strict=True)):
+                raise ValueError("the executor returned the wrong number of images")
+        except JobError as e:
+            error = e
+        except Exception:
+            log.exception("batch of %d images failed", sum(p.n for p in batch))
+            error = JobFailed(500, "generation_failed", "the images could not be generated")
+        metrics.BATCH_COMPUTE.observe(max(0.0, self.clock() - start))
+        metrics.BATCH_SIZE.observe(sum(p.n for p in batch))
+        metrics.refresh_gpu_memory()
+        if error is not None:
+            for job in _unique_jobs(batch):
+                self.batcher.discard(job.id)
+                await self.queue.fail(job, error)
+            return
+        for part, images in zip(batch, results, strict=True):
+            await self.queue.complete(part, images)
+            metrics.IMAGES_GENERATED.inc(len(images))
+
+    async def _wait_beating(self, future: asyncio.Future[Any]) -> Any:
+        """The executor's result, heartbeating meanwhile so the queue does not reclaim the batch."""
+        interval = self.queue.heartbeat_interval_s
+        while not future.done():
+            await asyncio.wait({future}, timeout=interval)
+            if not future.done():
+                await self._heartbeat(force=True)
+        return future.result()
+
+    async def _heartbeat(self, *, force: bool) -> None:
+        interval = self.queue.heartbeat_interval_s
+        if interval is None or (not force and time.monotonic() < self._next_beat):
+            return
+        self._next_beat = time.monotonic() + interval
+        try:
+            await self.queue.heartbeat()
+        except Exception:
+            log.exception("heartbeat failed")
+
+
+def _unique_jobs(batch: list[Slice]) -> list[Job]:
+    return list({part.job.id: part.job for part in batch}.values())

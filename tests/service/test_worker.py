@@ -1,0 +1,155 @@
+"""The worker on the in-process broker with a fake deterministic executor."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+
+import pytest
+from prometheus_client import REGISTRY
+
+from service.broker import InProcessBroker
+from service.jobs import DeadlineExceeded, Job, JobFailed, Slice
+from service.worker import Worker
+
+
+def fake_png(key: str, seed: int) -> bytes:
+    return f"{key}/{seed}".encode()
+
+
+def fake_execute(slices: list[Slice]) -> list[list[bytes]]:
+    return [[fake_png(s.job.key, seed) for seed in s.seeds] for s in slices]
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+async def with_worker(broker: InProcessBroker, worker: Worker, body: Callable[[], Awaitable[None]]) -> None:
+    task = asyncio.create_task(worker.run())
+    await worker.ready.wait()
+    try:
+        await body()
+    finally:
+        worker.stop()
+        await task
+
+
+def test_32_concurrent_requests_form_batches_with_per_seed_results() -> None:
+    batches: list[int] = []
+
+    def execute(slices: list[Slice]) -> list[list[bytes]]:
+        batches.append(sum(s.n for s in slices))
+        return fake_execute(slices)
+
+    async def scenario() -> None:
+        broker = InProcessBroker(max_queue_depth=1000)
+        worker = Worker(broker, execute, max_batch_size=8, max_wait_ms=20)
+        count, total = sample("paella_batch_size_count"), sample("paella_batch_size_sum")
+        one = sample("paella_batch_size_bucket", {"le": "1.0"})
+        images = sample("paella_images_generated_total")
+
+        async def body() -> None:
+            jobs = [Job.new("generations", f"k{i % 2}", {}, [i, 100 + i], 30) for i in range(32)]
+            answers = await asyncio.gather(*(broker.submit(j) for j in jobs))
+            for j, answer in zip(jobs, answers, strict=True):
+                assert answer == [fake_png(j.key, s) for s in j.seeds]
+
+        await with_worker(broker, worker, body)
+        assert sum(batches) == 64 and max(batches) == 8
+        assert sample("paella_batch_size_count") - count == len(batches)
+        assert sample("paella_batch_size_sum") - total == 64
+        assert sample("paella_batch_size_bucket", {"le": "1.0"}) - one < len(batches)
+        assert sample("paella_images_generated_total") - images == 64
+        assert await broker.depth() == 0
+
+    asyncio.run(scenario())
+
+
+def test_executor_error_fails_every_job_of_the_batch() -> None:
+    def execute(slices: list[Slice]) -> list[list[bytes]]:
+        if any(s.job.payload.get("bad") for s in slices):
+            raise RuntimeError("boom")
+        return fake_execute(slices)
+
+    async def scenario() -> None:
+        broker = InProcessBroker(max_queue_depth=100)
+        worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=10)
+
+        async def body() -> None:
+            bad = Job.new("generations", "k", {"bad": True}, [1, 2, 3, 4, 5, 6], 30)
+            good = Job.new("generations", "other", {}, [7], 30)
+            results = await asyncio.gather(broker.submit(bad), broker.submit(good), return_exceptions=True)
+            assert isinstance(results[0], JobFailed)
+            assert (results[0].status, results[0].code) == (500, "generation_failed")
+            assert results[1] == [fake_png("other", 7)]
+
+        await with_worker(broker, worker, body)
+        assert len(worker.batcher) == 0  # the failed job's second slice was discarded
+
+    asyncio.run(scenario())
+
+
+def test_expired_work_is_answered_504_without_reaching_the_executor() -> None:
+    seen: list[str] = []
+
+    def execute(slices: list[Slice]) -> list[list[bytes]]:
+        seen.extend(s.job.id for s in slices)
+        return fake_execute(slices)
+
+    async def scenario() -> None:
+        broker = InProcessBroker(max_queue_depth=100)
+        worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=0)
+        expired = Job.new("generations", "k", {}, [1], timeout_s=-1)  # already past its deadline
+        with pytest.raises(DeadlineExceeded):
+            await broker.submit(expired)
+
+        async def body() -> None:
+            assert await broker.submit(Job.new("generations", "k", {}, [2], 30)) == [fake_png("k", 2)]
+
+        await with_worker(broker, worker, body)
+        assert expired.id not in seen
+        assert await broker.depth() == 0
+
+    asyncio.run(scenario())
+
+
+def test_warmup_runs_before_ready_and_stop_finishes_the_batch_in_hand() -> None:
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def warmup() -> None:
+        calls.append("warmup")
+
+    def execute(slices: list[Slice]) -> list[list[bytes]]:
+        calls.append(f"batch {[(s.start, s.stop) for s in slices]}")
+        started.set()
+        release.wait(5)
+        return fake_execute(slices)
+
+    async def scenario() -> None:
+        broker = InProcessBroker(max_queue_depth=100)
+        worker = Worker(broker, execute, max_batch_size=1, max_wait_ms=0, warmup=warmup)
+        before = sample("paella_worker_up")
+        task = asyncio.create_task(worker.run())
+        await worker.ready.wait()
+        assert calls == ["warmup"] and sample("paella_worker_up") == before + 1
+        split = asyncio.create_task(broker.submit(Job.new("generations", "k", {}, [1, 2], 30)))
+        await asyncio.to_thread(started.wait, 5)
+        queued = asyncio.create_task(broker.submit(Job.new("generations", "k", {}, [3], 30)))
+        await asyncio.sleep(0)
+        worker.stop()
+        release.set()
+        await task
+        assert calls == ["warmup", "batch [(0, 1)]"]  # the batch in hand finished, nothing after it
+        assert not worker.ready.is_set() and sample("paella_worker_up") == before
+        with pytest.raises(JobFailed) as info:
+            await split  # its second image was given back unstarted
+        assert info.value.code == "shutting_down"
+        await broker.close()  # the lifespan closes the broker after the worker: the queued job is answered
+        with pytest.raises(JobFailed) as info:
+            await queued
+        assert (info.value.status, info.value.code) == (503, "shutting_down")
+
+    asyncio.run(scenario())
