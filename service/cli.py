@@ -1,14 +1,118 @@
-"""The `paella` command line."""
+"""The `paella` command line: serve, api, worker and convert-weights, all reading one Settings."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.settings import Settings, env_name
+
+
+def add_settings_options(parser: argparse.ArgumentParser) -> None:
+    """One `--option` per setting; each overrides its environment variable."""
+    group = parser.add_argument_group("settings (each also read from its environment variable)")
+    for name, field in Settings.model_fields.items():
+        default = "unset" if field.default is None else field.default
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=f"{field.description} [env {env_name(name)}; default: {default}]",
+        )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with the options given on the command line on top."""
+    given = {
+        name: value for name in Settings.model_fields if (value := getattr(args, name, None)) is not None
+    }
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        raise SystemExit(f"invalid settings:\n{e}") from None
+
+
+def serve(settings: Settings, *, run_worker: bool) -> None:
+    """Run the HTTP API (and, embedded, the GPU worker) until interrupted."""
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(settings, run_worker=run_worker)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def worker(settings: Settings) -> None:
+    """Run a GPU worker on the Redis queue until SIGINT or SIGTERM."""
+    from service.app import load_pipeline, make_broker, make_worker
+
+    async def run() -> None:
+        pipeline = await asyncio.to_thread(load_pipeline, settings)
+        broker = make_broker(settings)
+        gpu = make_worker(settings, broker, pipeline)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, gpu.stop)
+        try:
+            await gpu.run()
+        finally:
+            await broker.close()
+
+    asyncio.run(run())
+
+
+def convert_weights(args: argparse.Namespace) -> None:
+    import torch
+
+    from model.weights import convert_official
+
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    out = convert_official(args.denoiser, args.vqgan, args.clip, args.out, dtype=dtype)
+    print(f"wrote {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paella", description="Paella Serve")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, str] = {
+        "serve": "run the HTTP API and the GPU worker in one process (Redis queue if PAELLA_REDIS_URL)",
+        "api": "run only the HTTP API on the Redis queue (PAELLA_REDIS_URL); no model is loaded",
+        "worker": "run only the GPU worker on the Redis queue (PAELLA_REDIS_URL)",
+    }
+    for name, help in commands.items():
+        add_settings_options(sub.add_parser(name, help=help, description=help))
+    convert = sub.add_parser(
+        "convert-weights", help="turn the published Paella v1 files into a weight folder"
+    )
+    convert.add_argument("denoiser", type=Path, help="Paella's model_600000.pt")
+    convert.add_argument("vqgan", type=Path, help="ruDALL-E's vqgan.gumbelf8-sber.model.ckpt")
+    convert.add_argument("clip", type=Path, help="OpenCLIP ViT-g-14's open_clip_pytorch_model.bin")
+    convert.add_argument("--out", type=Path, required=True, help="the weight folder to write")
+    convert.add_argument("--bf16", action="store_true", help="store floating-point tensors as bfloat16")
+    # ---- training commands (`train`, `eval`): training.cli.register(sub) goes here ----
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="paella", description="Paella Serve")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the HTTP API and the GPU worker in one process")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        raise SystemExit("no model yet: the shipped paella-mini weights have not landed in weights/")
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Any] = {
+        "serve": lambda: serve(settings_from(args), run_worker=True),
+        "api": lambda: serve(_with_redis(settings_from(args)), run_worker=False),
+        "worker": lambda: worker(_with_redis(settings_from(args))),
+        "convert-weights": lambda: convert_weights(args),
+    }
+    handlers[args.command]()
+
+
+def _with_redis(settings: Settings) -> Settings:
+    if settings.redis_url is None:
+        raise SystemExit(
+            f"set {env_name('redis_url')} (or --redis-url): this command works on the Redis queue"
+        )
+    return settings

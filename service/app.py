@@ -1,0 +1,129 @@
+"""`create_app()`: the FastAPI app, whose lifespan loads the model once and owns the queue and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, cast
+
+from fastapi import FastAPI
+
+from service.broker import Broker, InProcessBroker, WorkQueue
+from service.errors import install_error_handlers
+from service.executor import Executor
+from service.intake import Intake, ModelInfo
+from service.middleware import BodyLimit, RequestMetrics
+from service.routes import router
+from service.runtime import Runtime
+from service.settings import Settings
+from service.worker import Worker
+
+if TYPE_CHECKING:
+    from model.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """The batch sizes warmed up at start: powers of two below the largest, and the largest."""
+    sizes = [2**i for i in range(max_batch_size.bit_length()) if 2**i < max_batch_size]
+    return [*sizes, max_batch_size]
+
+
+def load_pipeline(settings: Settings) -> Pipeline:
+    """The model from the weight folder, resident on the configured device."""
+    import torch
+    from model.pipeline import Pipeline
+
+    dtype = getattr(torch, settings.dtype)
+    return Pipeline.from_folder(settings.weights, device=settings.torch_device(), dtype=dtype)
+
+
+def make_broker(settings: Settings) -> Broker:
+    """Redis Streams when `redis_url` is set, else the in-process queue."""
+    if settings.redis_url is None:
+        return InProcessBroker(max_queue_depth=settings.max_queue_depth, retry_after_s=settings.retry_after_s)
+    from service.redis_broker import RedisBroker
+
+    return RedisBroker.from_settings(settings)
+
+
+def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker:
+    """A worker running `pipeline` on `queue`, warming up each batch-size bucket first."""
+    size = pipeline.config.image_size
+
+    def warmup() -> None:
+        pipeline.warmup(batch_buckets(settings.max_batch_size), width=size, height=size)
+
+    return Worker(
+        cast(WorkQueue, queue),  # both brokers serve both sides of the queue
+        Executor(pipeline),
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        warmup=warmup,
+    )
+
+
+async def _start(
+    runtime: Runtime, settings: Settings, pipeline: Pipeline | None, broker: Broker | None, run_worker: bool
+) -> None:
+    """Load the model (in a thread), connect the queue and start the worker; record any failure."""
+    try:
+        if run_worker and pipeline is None:
+            pipeline = await asyncio.to_thread(load_pipeline, settings)
+        if pipeline is not None:
+            model = ModelInfo.from_config(pipeline.config)
+        else:
+            model = await asyncio.to_thread(ModelInfo.from_folder, settings.weights)
+        runtime.broker = broker if broker is not None else make_broker(settings)
+        if run_worker and pipeline is not None:
+            runtime.worker = make_worker(settings, runtime.broker, pipeline)
+            runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="paella-worker")
+        runtime.intake = Intake(model, settings)
+    except Exception as e:
+        log.exception("the service could not start")
+        runtime.failure = f"start-up failed: {e}"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    pipeline: Pipeline | None = None,
+    broker: Broker | None = None,
+    run_worker: bool = True,
+) -> FastAPI:
+    """The HTTP API.
+
+    Args:
+        settings: the configuration; read from the environment when None.
+        pipeline: a loaded model to serve; loaded from `settings.weights` when None.
+        broker: the queue; in-process (or Redis when `settings.redis_url` is set) when None.
+        run_worker: also run the GPU worker in this process (`paella serve`); False for `paella api`,
+            which then needs only the weight folder's config.json.
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime()
+        app.state.runtime = runtime
+        starting = asyncio.create_task(_start(runtime, settings, pipeline, broker, run_worker))
+        try:
+            yield
+        finally:
+            await starting
+            await runtime.close()
+
+    app = FastAPI(
+        title="Paella Serve",
+        version="0.1.0",
+        summary="Text-to-image with Paella v1, batched on the GPU; OpenAI Images API shape.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    return app

@@ -1,0 +1,126 @@
+"""Turns a batch of slices sharing one compatibility key into one Pipeline call and PNG bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from model.pipeline import Pipeline, Region
+
+from model.config import SamplerConfig
+from service.images import mask_from_png_b64, rgb_from_b64, to_png
+from service.jobs import Slice
+
+T = TypeVar("T")
+
+
+def sampler_from(default: SamplerConfig, overrides: dict[str, Any]) -> SamplerConfig:
+    """The model's sampler with a payload's knobs applied (JSON lists back to tuples)."""
+    return default.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+
+
+class Executor:
+    """Runs batches on one resident Pipeline; every image's seed alone decides it."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, slices: Sequence[Slice]) -> list[list[bytes]]:
+        """PNG bytes per slice, in the order of the slice's seeds."""
+        first = slices[0].job.payload
+        op = first["op"]
+        sampler = sampler_from(self.pipeline.config.sampler, first["sampler"])
+        if op == "interpolate":
+            return [[to_png(im) for im in self._interpolate(s, sampler)] for s in slices]
+        counts = [s.stop - s.start for s in slices]
+        seeds = [seed for s in slices for seed in s.job.seeds[s.start : s.stop]]
+
+        def per_image(read: Callable[[dict[str, Any]], T]) -> list[T]:
+            """`read` once per slice's payload, repeated for each of the slice's images."""
+            return [value for s, c in zip(slices, counts, strict=True) for value in [read(s.job.payload)] * c]
+
+        p = self.pipeline
+        if op == "generate":
+            negatives = per_image(lambda q: q.get("negative_prompt"))
+            images = p.generate(
+                per_image(lambda q: q["prompt"]),
+                seeds=seeds,
+                width=first["width"],
+                height=first["height"],
+                sampler=sampler,
+                negative_prompts=negatives if any(n is not None for n in negatives) else None,
+            )
+        elif op == "inpaint":
+            images = p.inpaint(
+                per_image(lambda q: rgb_from_b64(q["image"])),
+                per_image(lambda q: mask_from_png_b64(q["mask"])),
+                per_image(lambda q: q["prompt"]),
+                seeds=seeds,
+                sampler=sampler,
+            )
+        elif op == "outpaint":
+            images = p.outpaint(
+                per_image(lambda q: rgb_from_b64(q["image"])),
+                per_image(lambda q: q["prompt"]),
+                left=first["left"],
+                right=first["right"],
+                up=first["up"],
+                down=first["down"],
+                seeds=seeds,
+                sampler=sampler,
+            )
+        elif op == "variations":
+            images = p.variations(
+                per_image(lambda q: rgb_from_b64(q["image"])),
+                seeds=seeds,
+                width=first["width"],
+                height=first["height"],
+                sampler=sampler,
+            )
+        elif op == "multi_condition":
+            images = p.multi_condition(
+                per_image(lambda q: [Region(r["prompt"], _box(r["box"]), r["weight"]) for r in q["regions"]]),
+                seeds=seeds,
+                width=first["width"],
+                height=first["height"],
+                sampler=sampler,
+            )
+        elif op == "structural_edit":
+            images = p.structural_edit(
+                per_image(lambda q: rgb_from_b64(q["image"])),
+                per_image(lambda q: q["prompt"]),
+                strength=first["strength"],
+                seeds=seeds,
+                sampler=sampler,
+            )
+        else:
+            raise ValueError(f"unknown operation {op!r}")
+        pngs = [to_png(im) for im in images]
+        out, at = [], 0
+        for c in counts:
+            out.append(pngs[at : at + c])
+            at += c
+        return out
+
+    def _interpolate(self, s: Slice, sampler: SamplerConfig) -> list[Any]:
+        """One call per slice: the frames `start:stop` of its job's interpolation."""
+        q = s.job.payload
+        return self.pipeline.interpolate(
+            _endpoint(q["start"]),
+            _endpoint(q["end"]),
+            frames=q["frames"],
+            seed=s.job.seeds[0],
+            mode=q["mode"],
+            width=q["width"],
+            height=q["height"],
+            sampler=sampler,
+            frame_indices=list(range(s.start, s.stop)),
+        )
+
+
+def _endpoint(end: dict[str, str]) -> Any:
+    return end["prompt"] if "prompt" in end else rgb_from_b64(end["image"])
+
+
+def _box(box: list[float] | None) -> tuple[float, float, float, float] | None:
+    return None if box is None else (box[0], box[1], box[2], box[3])

@@ -1,0 +1,73 @@
+"""Every setting of the service, read from `PAELLA_*` environment variables in this one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "paella-mini"
+
+
+class Settings(BaseSettings):
+    """The service's configuration; `paella serve`, `paella api` and `paella worker` all read it."""
+
+    model_config = SettingsConfigDict(env_prefix="PAELLA_", extra="ignore", frozen=True)
+
+    weights: Path = Field(default=DEFAULT_WEIGHTS, description="weight folder of the model to serve")
+    device: str = Field(
+        default="auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32", description="weights' dtype on the device"
+    )
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="most images in one GPU batch")
+    max_wait_ms: float = Field(
+        default=5.0, ge=0, description="longest a batch waits for more work after its first job"
+    )
+    max_queue_depth: int = Field(
+        default=256, ge=1, description="queued images above which new requests get 503"
+    )
+    request_timeout_s: float = Field(
+        default=60.0, gt=0, description="deadline of every request; past it, 504"
+    )
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with a 503")
+    redis_url: str | None = Field(default=None, description="Redis URL; unset = embedded in-process queue")
+    redis_stream_prefix: str = Field(default="paella", min_length=1, description="prefix of every Redis key")
+    claim_idle_ms: int = Field(
+        default=30_000, ge=1, description="pending entries idle this long are reclaimed"
+    )
+    max_deliveries: int = Field(
+        default=3, ge=1, description="deliveries before an entry goes to the dead letters"
+    )
+    result_ttl_s: int = Field(default=300, ge=1, description="lifetime of stored results in Redis")
+    max_body_bytes: int = Field(
+        default=20 * 2**20, ge=1024, description="largest request body accepted (413 above)"
+    )
+    max_image_pixels: int = Field(
+        default=2048 * 2048, ge=1, description="largest uploaded image, width * height"
+    )
+    max_side: int = Field(default=1024, ge=8, description="largest output width or height, in pixels")
+    max_n: int = Field(default=8, ge=1, le=8, description="most images per request (n)")
+    max_frames: int = Field(default=16, ge=2, le=16, description="most frames per interpolation")
+    host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
+    port: int = Field(default=8000, ge=0, le=65535, description="port the HTTP server binds")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="log level"
+    )
+
+    def torch_device(self) -> str:
+        """The device to load the model on, with `auto` resolved."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return f"PAELLA_{field.upper()}"
