@@ -1,8 +1,8 @@
 """The Paella v1 token denoiser: a convolutional U-Net over VQGAN tokens (Rampas et al. 2022).
 
 Parameter names and shapes follow the published `DenoiseUNet`, so its checkpoint loads as is.
-Features travel as (B, C, H, W) views of channels-last memory: the depthwise convolution sees
-NCHW, while the norm and the channelwise MLP work on the (B, H, W, C) view without copies.
+Features travel as (B, C, H, W) views of channels-last memory: the convolutions see NCHW, the
+norm and the channelwise MLP see the (B, H, W, C) view, so a block permutes without reordering.
 """
 
 from __future__ import annotations
