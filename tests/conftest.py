@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny random Paella model folder, fast enough for every test session."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.clip import ClipEncoder, WordTokenizer
+from model.config import CLIPConfig, DenoiserConfig, ModelConfig, SamplerConfig, VQGANConfig
+from model.denoiser import Denoiser
+from model.vqgan import VQGAN
+from model.weights import write_folder
+
+TINY_CAPTIONS = (
+    "a red circle",
+    "a blue square",
+    "a green triangle above a yellow circle",
+    "two small purple squares left of a big orange triangle",
+)
+
+
+def tiny_model_config() -> ModelConfig:
+    """A tiny Paella: 32 x 32 pixels, f8 VQGAN (4 x 4 tokens), 64 codes, a 16-d word-level CLIP, 4 steps."""
+    clip = CLIPConfig(
+        model_name="tiny-clip",
+        embed_dim=16,
+        custom={
+            "embed_dim": 16,
+            "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+            "text_cfg": {"width": 32, "heads": 2, "layers": 1},
+        },
+        tokenizer="words",
+        context_length=12,
+    )
+    return ModelConfig(
+        name="tiny",
+        denoiser=DenoiserConfig(
+            num_labels=64, c_hidden=32, c_clip=16, c_r=8, down_levels=(1, 1), up_levels=(1, 1)
+        ),
+        vqgan=VQGANConfig(
+            ch=32,
+            ch_mult=(1, 1, 1, 1),
+            num_res_blocks=1,
+            attn_resolutions=(),
+            z_channels=8,
+            embed_dim=8,
+            n_embed=64,
+            resolution=32,
+        ),
+        clip=clip,
+        sampler=SamplerConfig(steps=4, guidance_scale=2.0),
+        image_size=32,
+    )
+
+
+def tiny_vocabulary() -> list[str]:
+    return WordTokenizer.from_corpus(TINY_CAPTIONS).words
+
+
+def randomized(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """The module's state dict refilled with seeded noise (fan-in scaled), so every input matters."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in module.state_dict().items():
+        if t.is_floating_point():
+            fan_in = math.prod(t.shape[1:]) if t.dim() > 1 else 1
+            t = torch.randn(t.shape, generator=g) / math.sqrt(fan_in)
+        out[name] = t
+    return out
+
+
+def write_tiny_model(path: Path, seed: int = 0) -> Path:
+    """Write the tiny random model to `path` as a weight folder (vocab.json included)."""
+    config = tiny_model_config()
+    vocab = tiny_vocabulary()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        clip = ClipEncoder(config.clip, vocab)
+        tensors = {
+            "denoiser": randomized(Denoiser(config.denoiser), seed),
+            "vqgan": randomized(VQGAN(config.vqgan), seed + 1),
+            "clip": randomized(clip.model, seed + 2),
+        }
+    vocab_json = WordTokenizer(vocab).to_json().encode()
+    return write_folder(path, config, tensors, extra_files={"vocab.json": vocab_json})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Paella weight folder (see `tiny_model_config`), written once per session."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
