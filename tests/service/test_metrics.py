@@ -1,0 +1,91 @@
+"""The metrics' names, types and buckets (the dashboard's contract), and multiprocess mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.metrics import install_gpu_memory_gauge, render_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+CONTRACT = {
+    "paella_requests": "counter",
+    "paella_request_duration_seconds": "histogram",
+    "paella_queue_wait_seconds": "histogram",
+    "paella_batch_compute_seconds": "histogram",
+    "paella_batch_size": "histogram",
+    "paella_images_generated": "counter",
+    "paella_queue_depth": "gauge",
+    "paella_rejected": "counter",
+    "paella_redeliveries": "counter",
+    "paella_worker_up": "gauge",
+}
+
+
+def test_every_contract_metric_is_exposed_with_its_type() -> None:
+    body, content_type = render_metrics()
+    assert content_type.startswith("text/plain")
+    families = {f.name: f.type for f in text_string_to_metric_families(body.decode())}
+    for name, kind in CONTRACT.items():
+        assert families.get(name) == kind, name
+
+
+def test_second_histograms_have_a_half_second_bucket() -> None:
+    from service import metrics
+
+    for histogram in (metrics.REQUEST_DURATION, metrics.QUEUE_WAIT, metrics.BATCH_COMPUTE):
+        assert 0.5 in histogram._upper_bounds
+
+
+def test_no_gpu_memory_metric_without_cuda() -> None:
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available():
+            return
+    assert install_gpu_memory_gauge() is False
+    assert b"paella_gpu_memory_bytes" not in render_metrics()[0]
+
+
+WRITER = """
+import os, sys
+from service import metrics
+metrics.IMAGES_GENERATED.inc(int(sys.argv[1]))
+metrics.WORKER_UP.inc()
+metrics.QUEUE_DEPTH.set(int(sys.argv[1]))
+print(os.getpid())
+"""
+
+READER = """
+import sys
+from service import metrics
+for pid in sys.argv[1:]:
+    metrics.mark_process_dead(int(pid))
+sys.stdout.write(metrics.render_metrics()[0].decode())
+"""
+
+
+def test_multiprocess_mode_sums_across_processes(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+
+    def python(code: str, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        ).stdout
+
+    first = python(WRITER, "2").strip()
+    python(WRITER, "3")
+    samples = {
+        s.name: s.value
+        for f in text_string_to_metric_families(python(READER, first))
+        for s in f.samples
+        if s.name.startswith("paella_")
+    }
+    assert samples["paella_images_generated_total"] == 5
+    assert samples["paella_worker_up"] == 1  # the first writer was marked dead
+    assert samples["paella_queue_depth"] == 3  # the most recent value, from the live process
