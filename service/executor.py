@@ -1,13 +1,19 @@
-"""Turns a batch of slices sharing one compatibility key into one Pipeline call and PNG bytes."""
+"""Turns a batch of slices sharing one compatibility key into one Pipeline call and PNG bytes.
+
+The tokens of a batch come from one call (the sampler keeps each sample's randomness its own);
+images are decoded one at a time so the bytes do not depend on the batch an image landed in.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from model.pipeline import Pipeline, Region
+import torch
+from PIL import Image
 
 from model.config import SamplerConfig
+from model.pipeline import Pipeline, Region
 from service.images import mask_from_png_b64, rgb_from_b64, to_png
 from service.jobs import Slice
 
@@ -31,7 +37,7 @@ class Executor:
         op = first["op"]
         sampler = sampler_from(self.pipeline.config.sampler, first["sampler"])
         if op == "interpolate":
-            return [[to_png(im) for im in self._interpolate(s, sampler)] for s in slices]
+            return [self._pngs(self._interpolate(s, sampler)) for s in slices]
         counts = [s.stop - s.start for s in slices]
         seeds = [seed for s in slices for seed in s.job.seeds[s.start : s.stop]]
 
@@ -42,7 +48,7 @@ class Executor:
         p = self.pipeline
         if op == "generate":
             negatives = per_image(lambda q: q.get("negative_prompt"))
-            images = p.generate(
+            tokens = p.generate_tokens(
                 per_image(lambda q: q["prompt"]),
                 seeds=seeds,
                 width=first["width"],
@@ -51,7 +57,7 @@ class Executor:
                 negative_prompts=negatives if any(n is not None for n in negatives) else None,
             )
         elif op == "inpaint":
-            images = p.inpaint(
+            tokens = p.inpaint_tokens(
                 per_image(lambda q: rgb_from_b64(q["image"])),
                 per_image(lambda q: mask_from_png_b64(q["mask"])),
                 per_image(lambda q: q["prompt"]),
@@ -59,7 +65,7 @@ class Executor:
                 sampler=sampler,
             )
         elif op == "outpaint":
-            images = p.outpaint(
+            tokens = p.outpaint_tokens(
                 per_image(lambda q: rgb_from_b64(q["image"])),
                 per_image(lambda q: q["prompt"]),
                 left=first["left"],
@@ -70,15 +76,16 @@ class Executor:
                 sampler=sampler,
             )
         elif op == "variations":
-            images = p.variations(
-                per_image(lambda q: rgb_from_b64(q["image"])),
+            canvas = (first["width"], first["height"])  # one size per call; CLIP resizes them anyway
+            tokens = p.variations_tokens(
+                per_image(lambda q: rgb_from_b64(q["image"]).resize(canvas, Image.Resampling.BICUBIC)),
                 seeds=seeds,
                 width=first["width"],
                 height=first["height"],
                 sampler=sampler,
             )
         elif op == "multi_condition":
-            images = p.multi_condition(
+            tokens = p.multi_condition_tokens(
                 per_image(lambda q: [Region(r["prompt"], _box(r["box"]), r["weight"]) for r in q["regions"]]),
                 seeds=seeds,
                 width=first["width"],
@@ -86,7 +93,7 @@ class Executor:
                 sampler=sampler,
             )
         elif op == "structural_edit":
-            images = p.structural_edit(
+            tokens = p.structural_edit_tokens(
                 per_image(lambda q: rgb_from_b64(q["image"])),
                 per_image(lambda q: q["prompt"]),
                 strength=first["strength"],
@@ -95,17 +102,21 @@ class Executor:
             )
         else:
             raise ValueError(f"unknown operation {op!r}")
-        pngs = [to_png(im) for im in images]
+        pngs = self._pngs(tokens)
         out, at = [], 0
         for c in counts:
             out.append(pngs[at : at + c])
             at += c
         return out
 
-    def _interpolate(self, s: Slice, sampler: SamplerConfig) -> list[Any]:
+    def _pngs(self, tokens: torch.Tensor) -> list[bytes]:
+        """Decode image by image: a batched VQGAN decode is not bit-exact across batch sizes."""
+        return [to_png(self.pipeline.decode(tokens[i : i + 1])[0]) for i in range(tokens.shape[0])]
+
+    def _interpolate(self, s: Slice, sampler: SamplerConfig) -> torch.Tensor:
         """One call per slice: the frames `start:stop` of its job's interpolation."""
         q = s.job.payload
-        return self.pipeline.interpolate(
+        tokens = self.pipeline.interpolate_tokens(
             _endpoint(q["start"]),
             _endpoint(q["end"]),
             frames=q["frames"],
@@ -116,6 +127,7 @@ class Executor:
             sampler=sampler,
             frame_indices=list(range(s.start, s.stop)),
         )
+        return tokens
 
 
 def _endpoint(end: dict[str, str]) -> Any:

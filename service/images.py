@@ -61,13 +61,18 @@ def repaint_mask(image: Image.Image, field: str) -> np.ndarray:
 
 
 def check_side_rules(width: int, height: int, *, multiple: int, max_side: int, field: str) -> None:
-    """Width and height must be positive multiples of `multiple`, at most `max_side`."""
-    if width % multiple or height % multiple or not (0 < width <= max_side and 0 < height <= max_side):
+    """Sides must be multiples of `multiple`, from twice it (the denoiser's least grid) to `max_side`."""
+    least = 2 * multiple
+    if (
+        width % multiple
+        or height % multiple
+        or not (least <= width <= max_side and least <= height <= max_side)
+    ):
         raise ApiError(
             400,
             "invalid_size",
             f"{field}: {width}x{height}; width and height must be multiples of {multiple}, "
-            f"between {multiple} and {max_side}",
+            f"between {least} and {max_side}",
             field,
         )
 

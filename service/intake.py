@@ -92,7 +92,9 @@ class Intake:
                     400, "invalid_padding", f"{side}: must be a multiple of {self.model.downscale}", side
                 )
         width, height = image.width + r.left + r.right, image.height + r.up + r.down
-        check_side_rules(width, height, multiple=1, max_side=self.settings.max_side, field="image")
+        check_side_rules(
+            width, height, multiple=self.model.size_multiple, max_side=self.settings.max_side, field="image"
+        )
         payload = {"prompt": r.prompt, "image": b64encode(r.image)}
         return self._job("outpaints", "outpaint", r, r.n, payload, width=width, height=height, **pads)
 

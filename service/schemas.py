@@ -43,8 +43,8 @@ Size = Annotated[
     str,
     Field(
         pattern=r"^\d{1,5}x\d{1,5}$",
-        description="WIDTHxHEIGHT in pixels, multiples of the model's size_multiple (GET /v1/models), "
-        "each at most PAELLA_MAX_SIDE; null = the model's native canvas",
+        description="WIDTHxHEIGHT in pixels: multiples of the model's size_multiple (GET /v1/models), "
+        "from twice it to PAELLA_MAX_SIDE; null = the model's native canvas",
         examples=["256x256"],
     ),
 ]
@@ -200,7 +200,9 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "paella-serve"
     image_size: int = Field(description="native square canvas in pixels")
-    size_multiple: int = Field(description="widths and heights must be multiples of this")
+    size_multiple: int = Field(
+        description="widths and heights must be multiples of this, and at least twice it"
+    )
 
 
 class ModelList(BaseModel):
