@@ -36,9 +36,11 @@ class Runtime:
             return "loading the model"
         if self.worker is not None and not self.worker.ready.is_set():
             return "warming up"
-        if not await self.broker.ping():
-            return "the queue is unreachable"
-        return None
+        try:
+            reachable = await self.broker.ping()
+        except Exception as e:
+            return f"the queue is unreachable: {e}"
+        return None if reachable else "the queue is unreachable"
 
     async def close(self) -> None:
         """Stop the worker after its batch in hand, then answer what is left and close the queue."""
