@@ -169,6 +169,9 @@ class ClipEncoder(nn.Module):
         x = x[..., top : top + h, left : left + w]
         return (x - self.mean.to(x.dtype)[:, None, None]) / self.std.to(x.dtype)[:, None, None]
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings [B, embed_dim] from images [B, 3, H, W] in [0, 1]."""
-        return self.model.encode_image(self.preprocess(images))
+    def encode_image(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Image embeddings [B, embed_dim] from images [B, 3, H, W] in [0, 1], or a list of [3, H, W] of
+        any sizes (each preprocessed alone, then one batched forward)."""
+        if isinstance(images, torch.Tensor):
+            return self.model.encode_image(self.preprocess(images))
+        return self.model.encode_image(torch.cat([self.preprocess(im[None]) for im in images]))

@@ -57,6 +57,7 @@ class Pipeline:
         self.denoiser, self.vqgan, self.clip = denoiser, vqgan, clip
         self.downscale = config.vqgan.downscale
         self.size_multiple = self.downscale * config.denoiser.grid_multiple
+        self.min_size = 2 * self.size_multiple  # the denoiser's deepest level needs two rows to pad
 
     @classmethod
     def from_folder(
@@ -94,10 +95,12 @@ class Pipeline:
         )
 
     def grid(self, width: int, height: int) -> tuple[int, int]:
-        """The token grid (h, w) of a canvas, which must be a multiple of `size_multiple` on each side."""
+        """The token grid (h, w) of a canvas: sides multiples of `size_multiple`, at least `min_size`."""
         m = self.size_multiple
-        if width <= 0 or height <= 0 or width % m or height % m:
-            raise ValueError(f"width and height must be positive multiples of {m}, got {width}x{height}")
+        if min(width, height) < self.min_size or width % m or height % m:
+            raise ValueError(
+                f"width and height must be multiples of {m}, at least {self.min_size}, got {width}x{height}"
+            )
         return height // self.downscale, width // self.downscale
 
     def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
@@ -246,8 +249,8 @@ class Pipeline:
         height: int,
         sampler: SamplerConfig | None = None,
     ) -> torch.Tensor:
-        """New images from the CLIP image embedding of each picture in place of a text embedding."""
-        cond = self.clip.encode_image(self.pixels(images))
+        """New images from the CLIP image embeddings of pictures (any sizes) in place of text embeddings."""
+        cond = self.clip.encode_image([self.pixels([im])[0] for im in images])
         return self._sample(cond, seeds, self.grid(width, height), sampler)
 
     @torch.inference_mode()

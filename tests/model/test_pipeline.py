@@ -124,6 +124,11 @@ def test_variations_condition_on_the_clip_image_embedding(pipe, pictures):
         out,
         sample(pipe.denoiser, cond, seeds=torch.tensor([1, 2]), grid=(4, 4), config=config, num_labels=64),
     )
+    big = np.repeat(np.repeat(pictures[2], 2, axis=0), 2, axis=1)  # 64 x 64: pictures may differ in size
+    mixed = pipe.variations_tokens([pictures[0], big], seeds=[1, 2], width=32, height=32)
+    assert torch.equal(mixed[0], out[0])
+    alone = pipe.variations_tokens([big], seeds=[2], width=32, height=32)
+    assert torch.equal(mixed[1], alone[0])
 
 
 @pytest.mark.parametrize("mode", ["lerp", "slerp"])
@@ -178,6 +183,8 @@ def test_region_maps_blend_covering_regions_and_zero_elsewhere(pipe):
 def test_inputs_are_checked(pipe, pictures):
     with pytest.raises(ValueError, match="multiples of 16"):
         pipe.generate_tokens(["a"], seeds=[1], width=40, height=32)
+    with pytest.raises(ValueError, match="at least 32"):
+        pipe.generate_tokens(["a"], seeds=[1], width=16, height=32)
     with pytest.raises(ValueError, match="seeds"):
         pipe.generate_tokens(["a", "b"], seeds=[1], width=32, height=32)
     with pytest.raises(ValueError, match="one size"):
