@@ -125,8 +125,12 @@ class Pipeline:
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor) -> list[Image.Image]:
-        """PIL RGB images of token grids [B, h, w]."""
-        x = self.vqgan.decode(tokens)  # (B, 3, H, W) in [0, 1]
+        """PIL RGB images of token grids [B, h, w], decoded one by one so no pixel depends on the batch.
+
+        Batched convolutions pick kernels by batch size (one level off in some pixels on the CPU); at the
+        decoder's resolution one image already fills the device, so exactness costs little.
+        """
+        x = torch.cat([self.vqgan.decode(tokens[i : i + 1]) for i in range(tokens.shape[0])])  # (B, 3, H, W)
         arrays = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a, "RGB") for a in arrays]
 

@@ -52,6 +52,8 @@ def test_generate_returns_rgb_images_with_one_batched_forward_per_step(pipe):
     images = pipe.generate(["a red circle", "a blue square"], seeds=[1, 2], width=48, height=32)
     assert [im.size for im in images] == [(48, 32), (48, 32)] and all(im.mode == "RGB" for im in images)
     assert calls == [4] * pipe.config.sampler.steps  # guidance on: cond and uncond in one batch of 2B
+    alone = pipe.generate(["a blue square"], seeds=[2], width=48, height=32)
+    assert np.array_equal(np.asarray(alone[0]), np.asarray(images[1]))  # byte-exact whatever the batch
     calls.clear()
     pipe.generate_tokens(["a red circle"], seeds=[1], width=32, height=32, sampler=SamplerConfig(steps=3))
     assert calls == [1] * 3  # guidance off: one plain forward per step
