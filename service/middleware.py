@@ -47,7 +47,7 @@ class BodyLimit:
 
 
 class RequestMetrics:
-    """Count and time every request by its route's path template and status."""
+    """Count and time every request by its route's path template and status; count bad image requests."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -71,4 +71,6 @@ class RequestMetrics:
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")
             metrics.REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
+            if endpoint.startswith("/v1/images/") and 400 <= status < 500:
+                metrics.REJECTED.labels(reason="invalid_input").inc()
             metrics.REQUEST_DURATION.labels(endpoint=endpoint).observe(time.perf_counter() - start)

@@ -1,4 +1,7 @@
-"""Thin HTTP handlers: parse, hand the request to the Intake, submit the Job, shape the answer."""
+"""Thin HTTP handlers: parse, hand the request to the Intake, submit the Job, shape the answer.
+
+Requests carrying images are checked in the thread pool, so decoding never stalls the event loop.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service import schemas
@@ -135,7 +139,7 @@ async def edits(
     runtime: RuntimeDep,
     accept: AcceptDep = "",
 ) -> Response:
-    return await answer(runtime, intake.edit(body), accept)
+    return await answer(runtime, await run_in_threadpool(intake.edit, body), accept)
 
 
 @image_route("/v1/images/outpaints", "Outpainting: extend an image on any side", schemas.OutpaintRequest)
@@ -145,7 +149,7 @@ async def outpaints(
     runtime: RuntimeDep,
     accept: AcceptDep = "",
 ) -> Response:
-    return await answer(runtime, intake.outpaint(body), accept)
+    return await answer(runtime, await run_in_threadpool(intake.outpaint, body), accept)
 
 
 @image_route("/v1/images/variations", "Variations of an image", schemas.VariationRequest)
@@ -155,7 +159,7 @@ async def variations(
     runtime: RuntimeDep,
     accept: AcceptDep = "",
 ) -> Response:
-    return await answer(runtime, intake.variations(body), accept)
+    return await answer(runtime, await run_in_threadpool(intake.variations, body), accept)
 
 
 @image_route(
@@ -166,7 +170,7 @@ async def interpolations(
     intake: IntakeDep,
     runtime: RuntimeDep,
 ) -> Response:
-    return await answer(runtime, intake.interpolation(body))
+    return await answer(runtime, await run_in_threadpool(intake.interpolation, body))
 
 
 @image_route("/v1/images/compositions", "Multi-conditioning: a prompt per region, or a blend")
@@ -185,7 +189,7 @@ async def structural_edits(
     runtime: RuntimeDep,
     accept: AcceptDep = "",
 ) -> Response:
-    return await answer(runtime, intake.structural_edit(body), accept)
+    return await answer(runtime, await run_in_threadpool(intake.structural_edit, body), accept)
 
 
 @router.get("/v1/models", response_model=schemas.ModelList, responses=ERRORS)

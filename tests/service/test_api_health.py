@@ -69,6 +69,7 @@ def test_metrics_count_requests_by_endpoint_and_status(client: httpx.Client) -> 
     text = client.get("/metrics").text
     assert 'paella_requests_total{endpoint="/v1/images/generations",status="400"}' in text
     assert 'paella_request_duration_seconds_bucket{endpoint="/v1/images/generations",le="0.5"}' in text
+    assert 'paella_rejected_total{reason="invalid_input"}' in text
     assert "paella_worker_up" in text
 
 
