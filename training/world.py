@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
@@ -93,6 +95,12 @@ class Scenes:
             }
         )
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Scenes:
+        return _map_tensors(self, lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Scenes:
+        return _map_tensors(self, torch.Tensor.pin_memory)
+
     def valid(self, allow_held_out: bool) -> torch.Tensor:
         """(B,) bool: object colours differ from the background, positions differ, held-out rule."""
         ok = ((self.color != self.background[:, None]) | ~self.present).all(1)
@@ -101,6 +109,18 @@ class Scenes:
             held = held_out_mask(self.color, self.shape, self.position) & self.present
             ok &= ~held.any(1)
         return ok
+
+
+T = TypeVar("T", "Scenes", "Captions")
+
+
+def _map_tensors(obj: T, fn: Callable[[torch.Tensor], torch.Tensor]) -> T:
+    """A copy of a tensor dataclass with `fn` applied to every tensor field (recursively)."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        changes[f.name] = fn(value) if isinstance(value, torch.Tensor) else _map_tensors(value, fn)
+    return dataclasses.replace(obj, **changes)
 
 
 def _uniform_scenes(present: torch.Tensor, generator: torch.Generator) -> Scenes:
@@ -229,6 +249,12 @@ class Captions:
     keep_color: torch.Tensor  # (B, 2) bool
     keep_position: torch.Tensor  # (B, 2) bool
     keep_background: torch.Tensor  # (B,) bool
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Captions:
+        return _map_tensors(self, lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Captions:
+        return _map_tensors(self, torch.Tensor.pin_memory)
 
     def texts(self) -> list[str]:
         """The caption strings of the grammar, with the dropped words left out."""

@@ -1,0 +1,136 @@
+"""`train`, `pack` and `eval` commands, for `python -m training` and the `paella` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from training.mini import PAELLA_MINI
+
+NETWORKS = ("vqgan", "clip", "denoiser")
+# Shares of `train all --minutes` per network, run one after another.
+ALL_SHARES = {"vqgan": 0.3, "clip": 0.2, "denoiser": 0.5}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `train`, `pack` and `eval` to a command line's subparsers."""
+    train = subparsers.add_parser("train", help="train paella-mini's networks on the shapes world")
+    train.add_argument("network", choices=(*NETWORKS, "all"))
+    train.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for the network's checkpoint (for `all`: the packed weight folder)",
+    )
+    train.add_argument("--device", default="cpu", help="cpu or cuda")
+    train.add_argument("--minutes", type=float, help="time budget; training ends gracefully and saves")
+    train.add_argument("--steps", type=int, help="step budget (with --minutes: whichever ends first)")
+    train.add_argument("--batch", type=int, help="batch size (default per network)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default per network)")
+    train.add_argument("--vqgan", type=Path, help="denoiser: folder of vqgan.safetensors (default --out)")
+    train.add_argument("--clip", type=Path, help="denoiser: folder of clip.safetensors (default --out)")
+    train.add_argument("--work", type=Path, default=Path("runs/paella-mini"), help="all: checkpoint folder")
+    train.set_defaults(handler=_train)
+
+    pack = subparsers.add_parser("pack", help="write the weight folder from trained checkpoints")
+    pack.add_argument("--parts", type=Path, required=True, help="folder of the three checkpoints")
+    pack.add_argument("--out", type=Path, default=Path("weights/paella-mini"))
+    pack.add_argument("--results", type=Path, help="an eval JSON to put in the model card")
+    pack.set_defaults(handler=_pack)
+
+    ev = subparsers.add_parser("eval", help="judge a weight folder on the shapes world")
+    ev.add_argument("--weights", type=Path, default=Path("weights/paella-mini"))
+    ev.add_argument("--out", type=Path, default=Path("results/eval.json"))
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--seen", type=int, default=160, help="prompts with seen triples")
+    ev.add_argument("--held-out", type=int, default=100, help="prompts with held-out triples")
+    ev.add_argument("--ops", type=int, default=40, help="pictures per image-operation check")
+    ev.add_argument("--batch", type=int, default=16)
+    ev.add_argument("--steps", type=int, help="sampler override")
+    ev.add_argument("--guidance", type=float, help="sampler override (< 0: off)")
+    ev.add_argument("--temp", type=float, nargs=2, metavar=("START", "END"), help="sampler override")
+    ev.add_argument("--typical", type=float, help="sampler override: typical mass (0: off)")
+    ev.set_defaults(handler=_eval)
+
+
+def _budget(args: argparse.Namespace, share: float = 1.0) -> dict[str, object]:
+    kwargs: dict[str, object] = {"device": args.device, "steps": args.steps}
+    kwargs["minutes"] = None if args.minutes is None else args.minutes * share
+    kwargs |= {k: getattr(args, k) for k in ("batch", "lr") if getattr(args, k) is not None}
+    if kwargs["steps"] is None and kwargs["minutes"] is None:
+        raise SystemExit("give --minutes or --steps")
+    return kwargs
+
+
+def _train(args: argparse.Namespace) -> None:
+    from training.train_clip import train_clip
+    from training.train_denoiser import train_denoiser
+    from training.train_vqgan import train_vqgan
+
+    if args.network == "vqgan":
+        train_vqgan(args.out, **_budget(args))  # type: ignore[arg-type]
+    elif args.network == "clip":
+        train_clip(args.out, **_budget(args))  # type: ignore[arg-type]
+    elif args.network == "denoiser":
+        vqgan, clip = (
+            (args.vqgan or args.out) / "vqgan.safetensors",
+            (args.clip or args.out) / "clip.safetensors",
+        )
+        train_denoiser(args.out, vqgan=vqgan, clip=clip, **_budget(args))  # type: ignore[arg-type]
+    else:
+        if args.batch is not None or args.lr is not None:
+            raise SystemExit("`train all` uses each network's default batch and lr")
+        work = args.work
+        train_vqgan(work, **_budget(args, ALL_SHARES["vqgan"]))  # type: ignore[arg-type]
+        train_clip(work, **_budget(args, ALL_SHARES["clip"]))  # type: ignore[arg-type]
+        train_denoiser(
+            work,
+            vqgan=work / "vqgan.safetensors",
+            clip=work / "clip.safetensors",
+            **_budget(args, ALL_SHARES["denoiser"]),  # type: ignore[arg-type]
+        )
+        _pack_folder(work, args.out, None)
+
+
+def _pack_folder(parts: Path, out: Path, results: Path | None) -> None:
+    from training.pack import pack
+
+    report = None if results is None else json.loads(results.read_text())
+    files = {name: parts / f"{name}.safetensors" for name in NETWORKS}
+    print(f"packed {pack(out, parts=files, config=PAELLA_MINI, results=report)}")
+
+
+def _pack(args: argparse.Namespace) -> None:
+    _pack_folder(args.parts, args.out, args.results)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from model.pipeline import Pipeline
+    from training.eval import evaluate, write_report
+
+    pipe = Pipeline.from_folder(args.weights, device=args.device)
+    changes: dict[str, object] = {}
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.guidance is not None:
+        changes["guidance_scale"] = args.guidance
+    if args.temp is not None:
+        changes["temp_range"] = tuple(args.temp)
+    if args.typical is not None:
+        changes |= {"typical_filtering": args.typical > 0, "typical_mass": args.typical or 0.2}
+    sampler = dataclasses.replace(pipe.config.sampler, **changes)  # type: ignore[arg-type]
+    report = evaluate(
+        pipe, n_seen=args.seen, n_held_out=args.held_out, n_ops=args.ops, sampler=sampler, batch=args.batch
+    )
+    report["weights"] = str(args.weights)
+    write_report(report, args.out)
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training", description="paella-mini training")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.handler(args)

@@ -1,0 +1,88 @@
+"""Endless training batches of shapes-world scenes and caption tokens, drawn on the CPU in workers.
+
+Workers draw scenes (index tensors) and tokenize their captions, so the training loop never waits
+on Python string work; the loop moves the small index tensors to the device and renders there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from model.clip import WordTokenizer
+from training import world
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Scenes, their word-dropout captions and the captions' token ids (B, context_length)."""
+
+    captions: world.Captions
+    tokens: torch.Tensor
+
+    @property
+    def scenes(self) -> world.Scenes:
+        return self.captions.scenes
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        return Batch(
+            self.captions.to(device, non_blocking), self.tokens.to(device, non_blocking=non_blocking)
+        )
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.captions.pin_memory(), self.tokens.pin_memory())
+
+
+class SceneStream(IterableDataset[Batch]):
+    """Batches of `batch` training scenes (never a held-out triple), each worker with its own seed.
+
+    With `hard_negatives`, the second half of every batch copies the first half changed in one
+    attribute (for contrastive training).
+    """
+
+    def __init__(
+        self,
+        batch: int,
+        tokenizer: WordTokenizer,
+        *,
+        seed: int,
+        p_drop: float = 0.3,
+        hard_negatives: bool = False,
+    ):
+        self.batch, self.tokenizer, self.seed = batch, tokenizer, seed
+        self.p_drop, self.hard_negatives = p_drop, hard_negatives
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        g = torch.Generator().manual_seed(self.seed * 1009 + (info.id if info else 0))
+        while True:
+            if self.hard_negatives:
+                base = world.sample_scenes(self.batch - self.batch // 2, g)
+                scenes = base.cat(world.perturb_scenes(base, g))
+            else:
+                scenes = world.sample_scenes(self.batch, g)
+            captions = world.dropout_captions(scenes, g, p_drop=self.p_drop)
+            yield Batch(captions, self.tokenizer(captions.texts()))
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def batches(stream: SceneStream, device: torch.device, workers: int = 6) -> Iterator[Batch]:
+    """The stream's batches on `device`: worker processes and pinned memory on CUDA, inline on the CPU."""
+    cuda = device.type == "cuda"
+    loader = DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers if cuda else 0,
+        pin_memory=cuda,
+        prefetch_factor=8 if cuda else None,
+        persistent_workers=cuda,
+        worker_init_fn=_one_thread if cuda else None,
+    )
+    for batch in loader:
+        yield batch.to(device, non_blocking=cuda)

@@ -1,0 +1,234 @@
+"""Measure a weight folder on the shapes world: judged generation accuracy, VQGAN PSNR, image operations.
+
+Every check is seeded, so two runs on the same weights give the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.config import SamplerConfig
+from model.pipeline import Pipeline
+from training import world
+from training.judge import FAR, Judgement, judge, nearest_color
+from training.train_vqgan import reconstruction_psnr
+
+ATTRS = ("background", "color", "shape", "size", "position")
+QUADRANT = 64  # inpainting repaints the 64 x 64 px quadrant of a corner position
+
+
+def to_arrays(images: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) floats in [0, 1] to uint8 (H, W, 3) arrays."""
+    return list((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+
+
+def truth(scenes: world.Scenes, slot: int = 0) -> list[tuple[int, int, int, int, int]]:
+    """(background, color, shape, size, position) of one object slot of every scene."""
+    cols = [scenes.background] + [getattr(scenes, a)[:, slot] for a in ATTRS[1:]]
+    return [tuple(row) for row in torch.stack(cols, 1).tolist()]
+
+
+def scores(judged: Sequence[Judgement], expected: Sequence[tuple[int, ...]]) -> dict[str, float]:
+    """Per-attribute accuracy and the rate of pictures with every attribute right."""
+    hits = np.array(
+        [[getattr(j, a) == e[k] for k, a in enumerate(ATTRS)] for j, e in zip(judged, expected, strict=True)]
+    )
+    out = {a: round(float(hits[:, k].mean()), 4) for k, a in enumerate(ATTRS)}
+    out["all"] = round(float(hits.all(1).mean()), 4)
+    out["n"] = len(judged)
+    return out
+
+
+def batched(
+    fn: Callable[..., list[Image.Image]], batch: int, n: int, **lists: Sequence[Any]
+) -> list[np.ndarray]:
+    """Call a pipeline method on slices of equal-length keyword lists; uint8 arrays out."""
+    out: list[np.ndarray] = []
+    for i in range(0, n, batch):
+        out += [np.asarray(im) for im in fn(**{k: v[i : i + batch] for k, v in lists.items()})]
+    return out
+
+
+def eval_generation(
+    pipe: Pipeline, n_seen: int, n_held_out: int, sampler: SamplerConfig, batch: int
+) -> dict[str, Any]:
+    """Judge text-to-image pictures of single-object prompts, seen and held-out triples apart."""
+    ev = world.eval_prompts(n_seen, n_held_out)
+    images = batched(
+        lambda prompts, seeds: pipe.generate(prompts, seeds=seeds, width=128, height=128, sampler=sampler),
+        batch,
+        len(ev.prompts),
+        prompts=ev.prompts,
+        seeds=ev.seeds,
+    )
+    judged = [judge(im) for im in images]
+    expected = truth(ev.scenes)
+    held = ev.held_out.tolist()
+    pick = lambda flag: [i for i, h in enumerate(held) if h == flag]  # noqa: E731
+    return {
+        split: scores([judged[i] for i in pick(flag)], [expected[i] for i in pick(flag)])
+        for split, flag in (("seen", False), ("held_out", True))
+    }
+
+
+def eval_psnr(pipe: Pipeline, n: int, seed: int) -> dict[str, float]:
+    """VQGAN reconstruction PSNR (argmax codes, 8-bit output) on fresh pictures and on held-out objects."""
+    g = torch.Generator().manual_seed(seed)
+    fresh = world.render(world.sample_scenes(n, g))
+    held = world.eval_prompts(0, n, seed=seed).scenes
+    with torch.inference_mode():
+        return {
+            "fresh": round(reconstruction_psnr(pipe.vqgan, fresh.to(pipe.device)), 2),
+            "held_out_objects": round(reconstruction_psnr(pipe.vqgan, world.render(held).to(pipe.device)), 2),
+        }
+
+
+def corner_pairs(n: int, g: torch.Generator) -> world.Scenes:
+    """Two-object training scenes whose objects sit in two different corners."""
+    scenes = world.sample_scenes(n, g, p_two=1.0)
+    while True:
+        a = torch.randint(4, (n,), generator=g)
+        b = (a + 1 + torch.randint(3, (n,), generator=g)) % 4
+        placed = world.Scenes(
+            scenes.background, scenes.color, scenes.shape, scenes.size, torch.stack([a, b], 1), scenes.present
+        )
+        bad = ~placed.valid(allow_held_out=False)
+        if not bool(bad.any()):
+            return placed
+        scenes = scenes.where(bad, world.sample_scenes(n, g, p_two=1.0))
+
+
+def quadrant_mask(position: int) -> np.ndarray:
+    """(128, 128) bool: the 64 x 64 quadrant holding a corner position."""
+    (cx, cy) = world.POSITIONS[position][1]
+    mask = np.zeros((128, 128), dtype=bool)
+    x0, y0 = (cx // QUADRANT) * QUADRANT, (cy // QUADRANT) * QUADRANT
+    mask[y0 : y0 + QUADRANT, x0 : x0 + QUADRANT] = True
+    return mask
+
+
+def eval_inpainting(pipe: Pipeline, n: int, sampler: SamplerConfig, batch: int, seed: int) -> dict[str, Any]:
+    """Repaint an empty corner quadrant of a one-object picture, asking for a new object there.
+
+    The new object is judged alone (pixels outside the mask set to the background); the
+    unmasked pixels are compared with the input (mean absolute error in 0..255 units).
+    """
+    scenes = corner_pairs(n, torch.Generator().manual_seed(seed))
+    source_scenes = world.single_object_scenes(
+        scenes.background, scenes.color[:, 0], scenes.shape[:, 0], scenes.size[:, 0], scenes.position[:, 0]
+    )
+    sources = to_arrays(world.render(source_scenes))
+    masks = [quadrant_mask(p) for p in scenes.position[:, 1].tolist()]
+    prompts = world.full_captions(scenes).texts()
+    seeds = [seed * 7919 + i for i in range(n)]
+    outs = batched(
+        lambda images, masks, prompts, seeds: pipe.inpaint(
+            images, masks, prompts, seeds=seeds, sampler=sampler
+        ),
+        batch,
+        n,
+        images=sources,
+        masks=masks,
+        prompts=prompts,
+        seeds=seeds,
+    )
+    palette = np.array([rgb for _, rgb in world.COLORS], dtype=np.uint8)
+    judged, errors = [], []
+    for out, src, mask, bg in zip(outs, sources, masks, scenes.background.tolist(), strict=True):
+        alone = np.where(mask[..., None], out, palette[bg])
+        judged.append(judge(alone))
+        errors.append(np.abs(out.astype(np.float64) - src)[~mask].mean())
+    return {
+        "new_object": scores(judged, truth(scenes, slot=1)),
+        "unmasked_mae": round(float(np.mean(errors)), 3),
+    }
+
+
+def eval_outpainting(pipe: Pipeline, n: int, sampler: SamplerConfig, batch: int, seed: int) -> dict[str, Any]:
+    """Extend one-object pictures by 64 px on the right: the original stays, the new area is background."""
+    ev = world.eval_prompts(n, 0, seed=seed)
+    sources = to_arrays(world.render(ev.scenes))
+    outs = batched(
+        lambda images, prompts, seeds: pipe.outpaint(
+            images, prompts, left=0, right=64, up=0, down=0, seeds=seeds, sampler=sampler
+        ),
+        batch,
+        n,
+        images=sources,
+        prompts=ev.prompts,
+        seeds=ev.seeds,
+    )
+    palette = np.array([rgb for _, rgb in world.COLORS], dtype=np.float64)
+    kept, background, clean = [], [], []
+    for out, src, bg in zip(outs, sources, ev.scenes.background.tolist(), strict=True):
+        kept.append(np.abs(out[:, :128].astype(np.float64) - src).mean())
+        new = out[:, 128:].reshape(-1, 3).astype(np.float64)
+        background.append(nearest_color(np.median(new, axis=0)) == bg)
+        clean.append((np.linalg.norm(new - palette[bg], axis=1) <= FAR).mean())
+    return {
+        "original_mae": round(float(np.mean(kept)), 3),
+        "new_area_background": round(float(np.mean(background)), 4),
+        "new_area_clean_pixels": round(float(np.mean(clean)), 4),
+        "n": n,
+    }
+
+
+def eval_variations(pipe: Pipeline, n: int, sampler: SamplerConfig, batch: int, seed: int) -> dict[str, Any]:
+    """Variations of one-object pictures: how often the judge reads the source's attributes back."""
+    ev = world.eval_prompts(n, 0, seed=seed)
+    sources = to_arrays(world.render(ev.scenes))
+    outs = batched(
+        lambda images, seeds: pipe.variations(images, seeds=seeds, width=128, height=128, sampler=sampler),
+        batch,
+        n,
+        images=sources,
+        seeds=ev.seeds,
+    )
+    same = scores([judge(o) for o in outs], truth(ev.scenes))
+    chance = {"background": 1 / 9, "color": 1 / 8, "shape": 1 / 3, "size": 1 / 2, "position": 1 / 5}
+    return {"same_as_source": same, "chance": {k: round(v, 4) for k, v in chance.items()}}
+
+
+def evaluate(
+    pipe: Pipeline,
+    *,
+    n_seen: int = 160,
+    n_held_out: int = 100,
+    n_ops: int = 40,
+    n_psnr: int = 256,
+    sampler: SamplerConfig | None = None,
+    batch: int = 16,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every check of the shapes-world evaluation; returns a JSON-ready dict."""
+    sampler = sampler or pipe.config.sampler
+    report: dict[str, Any] = {"model": pipe.config.name, "sampler": dataclasses.asdict(sampler)}
+    checks: dict[str, Callable[[], dict[str, Any]]] = {
+        "generation": lambda: eval_generation(pipe, n_seen, n_held_out, sampler, batch),
+        "vqgan_psnr": lambda: eval_psnr(pipe, n_psnr, seed + 1),
+        "inpainting": lambda: eval_inpainting(pipe, n_ops, sampler, batch, seed + 2),
+        "outpainting": lambda: eval_outpainting(pipe, n_ops, sampler, batch, seed + 3),
+        "variations": lambda: eval_variations(pipe, n_ops, sampler, batch, seed + 4),
+    }
+    seconds = {}
+    for name, check in checks.items():
+        start = time.perf_counter()
+        report[name] = check()
+        seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"{name} ({seconds[name]} s): {json.dumps(report[name])}", flush=True)
+    report["seconds"] = seconds
+    return report
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")

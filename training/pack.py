@@ -1,0 +1,133 @@
+"""Pack the three trained networks into a weight folder (docs/contracts.md) with a model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.clip import WordTokenizer
+from model.config import ModelConfig
+from model.weights import write_folder
+from training import world
+from training.loop import json_config, load_part
+from training.mini import PAELLA_MINI
+
+PARTS = ("vqgan", "clip", "denoiser")
+
+
+def pack(
+    out: Path,
+    *,
+    parts: dict[str, Path],
+    config: ModelConfig = PAELLA_MINI,
+    results: dict[str, Any] | None = None,
+) -> Path:
+    """Write `out` from `parts` ({"vqgan": file, "clip": file, "denoiser": file}) in fp16, with a model card.
+
+    Each part's stored config must equal the one in `config`; `results` (an eval JSON) goes in the card.
+    """
+    tensors, meta = {}, {}
+    for name in PARTS:
+        state, meta[name] = load_part(parts[name])
+        expected = json_config(getattr(config, name))
+        if meta[name].get("config") != expected:
+            raise ValueError(
+                f"{parts[name]} was trained with {meta[name].get('config')}, expected {expected}"
+            )
+        tensors[name] = state
+    vocab = WordTokenizer(world.vocabulary(), config.clip.context_length).to_json()
+    card = model_card(config, {k: v.get("train", {}) for k, v in meta.items()}, tensors, results)
+    return write_folder(
+        out,
+        config,
+        tensors,
+        extra_files={"vocab.json": vocab.encode(), "README.md": card.encode()},
+        dtype=torch.float16,
+    )
+
+
+def model_card(
+    config: ModelConfig,
+    training: dict[str, dict[str, Any]],
+    tensors: dict[str, dict[str, torch.Tensor]],
+    results: dict[str, Any] | None,
+) -> str:
+    """The README.md of the weight folder: what it is, how it was trained, how good it is."""
+    params = {name: sum(t.numel() for t in state.values()) for name, state in tensors.items()}
+    rows = "\n".join(
+        f"| {name} | {params[name]:,} | {json.dumps(training.get(name, {}))} |" for name in PARTS
+    )
+    s = config.sampler
+    measured = (
+        "Not measured yet: run the evaluation command above."
+        if results is None
+        else "```json\n" + json.dumps(results, indent=2) + "\n```"
+    )
+    return f"""# {config.name}
+
+A small Paella v1 (Rampas et al. 2022, arXiv 2211.07292): the same three networks as the published
+model at small width, trained from scratch in minutes on the *shapes world*
+(`shared/spec/shapes-world.md`): {config.image_size}x{config.image_size} pictures of one or two flat
+circles, squares and triangles in nine colours, small or large, at five positions, on a plain
+background, with captions such as "a large red circle in the top left on a blue background".
+It is the service's embedded default: it needs no download and runs on a laptop CPU.
+
+## Networks
+
+| part | parameters | training (steps, seconds, batch, lr, final measures) |
+|---|---|---|
+{rows}
+
+- VQGAN: {config.vqgan.ch} base channels, ch_mult {list(config.vqgan.ch_mult)}, {config.vqgan.n_embed} codes
+  of {config.vqgan.embed_dim} dims; {config.image_size} px to a
+  {config.image_size // config.vqgan.downscale}x{config.image_size // config.vqgan.downscale} token grid.
+- CLIP: an open_clip custom model (ViT image tower, text transformer), {config.clip.embed_dim}-d
+  embeddings, word-level tokenizer over the caption vocabulary (`vocab.json`).
+- Denoiser: c_hidden {config.denoiser.c_hidden}, levels {list(config.denoiser.down_levels)} /
+  {list(config.denoiser.up_levels)}, conditioned on the CLIP embedding (c_clip {config.denoiser.c_clip}).
+- Stored in fp16; the sha256 of every file is in `manifest.json`.
+
+## Data and training
+
+Pictures are drawn on the GPU as they are needed (`training/world.py`); no picture of training
+holds a held-out (colour, shape, position) triple: `(color*3 + shape*5 + position) % 7 == 0`.
+Captions leave words out at random ("a red circle", "a blue background").
+
+- VQGAN: L1 + MSE reconstruction through a straight-through Gumbel quantizer (temperature 1 -> 1/16,
+  small KL to uniform codes), argmax codes in the last quarter.
+- CLIP: InfoNCE with a learned temperature whose targets are every picture of the batch the caption
+  is true of; half of each batch are copies changed in one attribute (hard negatives).
+- Denoiser: Paella v1's objective: r ~ U[0,1), each token replaced with probability cos(r*pi/2) by a
+  random code, cross-entropy with label smoothing 0.1; 20% of samples conditioned on the CLIP image
+  embedding, 10% on zeros (classifier-free guidance); AdamW, warmup + cosine, EMA weights.
+
+```bash
+PYTHONPATH=. python -m training train vqgan --out runs/mini --device cuda --minutes 8
+PYTHONPATH=. python -m training train clip --out runs/mini --device cuda --minutes 8
+PYTHONPATH=. python -m training train denoiser --out runs/mini --device cuda --minutes 8.5
+PYTHONPATH=. python -m training pack --parts runs/mini --out weights/{config.name}
+PYTHONPATH=. python -m training eval --weights weights/{config.name} --out results/eval.json
+```
+
+## Sampling defaults
+
+{s.steps} steps, classifier-free guidance {s.guidance_scale},
+temperature {s.temp_range[0]} -> {s.temp_range[1]}, locally typical sampling
+{"mass " + str(s.typical_mass) if s.typical_filtering else "off"}, renoise mode `{s.renoise_mode}`.
+
+## Results
+
+Single-object prompts judged as `shared/spec/shapes-world.md` says (`training/eval.py`), split into
+seen and held-out (colour, shape, position) triples; VQGAN reconstruction PSNR; inpainting,
+outpainting and variation checks.
+
+{measured}
+
+## Limits
+
+It knows only the shapes world: other words are unknown tokens, and other pictures are out of its
+distribution. Licence: MIT, like the code.
+"""

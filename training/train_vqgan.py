@@ -1,0 +1,111 @@
+"""Train the small VQGAN on shapes-world pictures: L1 + MSE reconstruction through a Gumbel quantizer.
+
+The quantizer follows taming-transformers' GumbelQuantize (Jang et al. 2016): a straight-through
+Gumbel-softmax sample of the code logits, temperature annealed from 1 to 1/16, with a small KL to
+the uniform code distribution. Serving quantizes by argmax, so the last stretch of training feeds
+the argmax code forward (straight-through to the softmax) to train exactly what is served. The
+pictures are flat colours, so no adversarial or perceptual loss is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from model.config import VQGANConfig
+from model.vqgan import VQGAN
+from training import world
+from training.loop import Run, autocast, save_part, setup_device
+from training.mini import MINI_VQGAN
+
+TAU_START, TAU_END = 1.0, 1.0 / 16
+ANNEAL_UNTIL = 0.6  # progress at which the temperature reaches TAU_END
+ARGMAX_FROM = 0.75  # progress from which the forward pass uses the argmax code
+KL_WEIGHT = 1e-4
+
+
+def temperature(progress: float) -> float:
+    """Exponential annealing from TAU_START to TAU_END over the first ANNEAL_UNTIL of the budget."""
+    t = min(progress / ANNEAL_UNTIL, 1.0)
+    return TAU_START * (TAU_END / TAU_START) ** t
+
+
+def quantize_st(logits: torch.Tensor, tau: float, argmax: bool) -> torch.Tensor:
+    """One-hot codes (B, n, h, w) with straight-through gradients: a Gumbel sample, or the argmax."""
+    if not argmax:
+        return F.gumbel_softmax(logits, tau=tau, hard=True, dim=1)
+    soft = (logits / tau).softmax(1)
+    hard = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+@torch.no_grad()
+def reconstruction_psnr(vqgan: VQGAN, images: torch.Tensor, batch: int = 64) -> float:
+    """PSNR in dB of argmax encode -> decode over `images` (B, 3, H, W) in [0, 1], on 8-bit pixels."""
+    errors = []
+    for chunk in images.split(batch):
+        recon = vqgan.decode(vqgan.encode(chunk)).float()
+        quantized = (recon * 255).round() / 255
+        errors.append(((quantized - chunk) ** 2).flatten(1).mean(1))
+    mse = torch.cat(errors).mean().clamp_min(1e-10)
+    return float(10 * torch.log10(1 / mse))
+
+
+def train_vqgan(
+    out: Path,
+    *,
+    device: str = "cpu",
+    steps: int | None = None,
+    minutes: float | None = None,
+    batch: int = 128,
+    lr: float = 6e-4,
+    config: VQGANConfig = MINI_VQGAN,
+    seed: int = 0,
+    check_pictures: int = 512,
+) -> Path:
+    """Train a VQGAN from scratch and save `out/vqgan.safetensors`; returns its path.
+
+    The saved summary holds the argmax-code PSNR on `check_pictures` fresh pictures.
+    """
+    dev = setup_device(device)
+    torch.manual_seed(seed)
+    g = torch.Generator(dev).manual_seed(seed)
+    vqgan = VQGAN(config).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(vqgan.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    run = Run("vqgan", out, steps=steps, minutes=minutes)
+    for _ in run:
+        cur_lr = run.set_lr(opt, lr)
+        images = world.render(world.sample_scenes(batch, g, device=dev))  # (B, 3, 128, 128)
+        images = images.contiguous(memory_format=torch.channels_last)
+        tau = temperature(run.progress)
+        with autocast(dev):
+            logits = vqgan.code_logits(images).float()  # (B, n_embed, h, w)
+            codes = quantize_st(logits, tau, argmax=run.progress >= ARGMAX_FROM)
+            recon = vqgan.decoder(vqgan.post_quant_conv(vqgan.quantize.mix(codes)))  # (B, 3, H, W) in [-1, 1]
+        err = recon.float() - (images * 2 - 1)
+        l1, mse = err.abs().mean(), err.pow(2).mean()
+        qy = logits.softmax(1)
+        kl = (qy * (qy * config.n_embed + 1e-10).log()).sum(1).mean()
+        loss = l1 + mse + KL_WEIGHT * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vqgan.parameters(), 1.0)
+        opt.step()
+        if run.step % run.log_every == 0:
+            used = logits.argmax(1).unique().numel()
+            psnr = 10 * math.log10(4 / max(float(mse.detach()), 1e-10))  # on [-1, 1] pixels
+            run.log(loss=loss, l1=l1, mse=mse, kl=kl, tau=tau, lr=cur_lr, codes_used=used, psnr=psnr)
+    vqgan.eval()
+    fresh = world.render(
+        world.sample_scenes(check_pictures, torch.Generator(dev).manual_seed(seed + 1), device=dev)
+    )
+    psnr = reconstruction_psnr(vqgan, fresh)
+    summary = run.summary() | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
+    print(f"vqgan: {summary}")
+    path = out / "vqgan.safetensors"
+    save_part(path, vqgan, {"config": dataclasses.asdict(config), "train": summary})
+    return path
