@@ -204,7 +204,7 @@ def evaluate(
     n_seen: int = 160,
     n_held_out: int = 100,
     n_ops: int = 40,
-    n_psnr: int = 256,
+    n_psnr: int = 128,
     sampler: SamplerConfig | None = None,
     batch: int = 16,
     seed: int = 0,

@@ -114,8 +114,10 @@ class Run:
         self._bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("time", "progress")})
         self._bar.update(int(self.progress * 1000) - self._bar.n)
 
-    def summary(self) -> dict[str, float]:
-        return {"steps": self.step, "seconds": round(self.elapsed, 1)}
+    def summary(self, device: torch.device) -> dict[str, Any]:
+        """Steps, seconds and the card, for the model card."""
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        return {"steps": self.step, "seconds": round(self.elapsed, 1), "device": card}
 
 
 def save_part(path: Path, module: nn.Module, meta: dict[str, Any]) -> None:

@@ -113,7 +113,7 @@ def train_clip(
         run.log(loss=loss, scale=clip.model.logit_scale.exp(), lr=cur_lr)
     clip.eval()
     summary = (
-        run.summary()
+        run.summary(dev)
         | (retrieval_accuracy(clip, dev) if check_retrieval else {})
         | {"batch": batch, "lr": lr}
     )

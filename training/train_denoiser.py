@@ -101,7 +101,7 @@ def train_denoiser(
         if run.step % run.log_every == 0:
             acc = (logits.argmax(1) == tokens).float().mean()
             run.log(loss=loss, acc=acc, lr=cur_lr)
-    summary = run.summary() | {"batch": batch, "lr": lr, "ema_decay": ema_decay}
+    summary = run.summary(dev) | {"batch": batch, "lr": lr, "ema_decay": ema_decay}
     print(f"denoiser: {summary}")
     path = out / "denoiser.safetensors"
     save_part(path, ema, {"config": dataclasses.asdict(config), "train": summary})

@@ -104,7 +104,7 @@ def train_vqgan(
         world.sample_scenes(check_pictures, torch.Generator(dev).manual_seed(seed + 1), device=dev)
     )
     psnr = reconstruction_psnr(vqgan, fresh)
-    summary = run.summary() | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
+    summary = run.summary(dev) | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
     print(f"vqgan: {summary}")
     path = out / "vqgan.safetensors"
     save_part(path, vqgan, {"config": dataclasses.asdict(config), "train": summary})
