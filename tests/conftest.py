@@ -72,10 +72,8 @@ def randomized(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_tiny_model(path: Path, seed: int = 0) -> Path:
-    """Write the tiny random model to `path` as a weight folder (vocab.json included)."""
-    config = tiny_model_config()
-    vocab = tiny_vocabulary()
+def write_random_model(path: Path, config: ModelConfig, vocab: list[str], seed: int = 0) -> Path:
+    """Write a model of `config` with seeded random weights to `path` as a weight folder (with vocab.json)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         clip = ClipEncoder(config.clip, vocab)
@@ -86,6 +84,11 @@ def write_tiny_model(path: Path, seed: int = 0) -> Path:
         }
     vocab_json = WordTokenizer(vocab).to_json().encode()
     return write_folder(path, config, tensors, extra_files={"vocab.json": vocab_json})
+
+
+def write_tiny_model(path: Path, seed: int = 0) -> Path:
+    """Write the tiny random model to `path` as a weight folder (vocab.json included)."""
+    return write_random_model(path, tiny_model_config(), tiny_vocabulary(), seed)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,147 @@
+"""Latency the service adds to one image over a direct Pipeline call (issue 4: under 10 ms at n=1).
+
+Loads the pipeline once and times, interleaved pair by pair after a warm-up, the same prompt and seed:
+  direct:   pipeline.generate([prompt], seeds=[s], width, height) and the PNG encoding
+  service:  POST /v1/images/generations (n=1, b64_json) over real HTTP to `paella serve`'s app,
+            run by uvicorn in a thread on the same pipeline, with the default settings
+Prints a table and writes results/service_overhead.json.
+
+    PYTHONPATH=. python benchmarks/service_overhead.py --random-mini [--pairs 40] [--threads 2]
+    PYTHONPATH=. python benchmarks/service_overhead.py --weights weights/paella-mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.pipeline import Pipeline
+from service.app import create_app
+from service.images import to_png
+from service.settings import DEFAULT_WEIGHTS, Settings
+from tests.conftest import write_random_model, write_tiny_model
+from tests.service.live import LiveServer, metric
+
+PROMPT = "a large red circle in the top left on a blue background"
+SERVICE_METRICS = ("paella_queue_wait_seconds", "paella_batch_compute_seconds")
+
+
+def random_mini(folder: Path) -> Path:
+    """paella-mini's architecture, random weights (the trained one's cost); else the tiny test model."""
+    try:
+        from training import world
+        from training.mini import PAELLA_MINI
+    except ImportError:
+        print("training.mini is not importable: falling back to the tiny test model")
+        return write_tiny_model(folder)
+    return write_random_model(folder, PAELLA_MINI, world.vocabulary())
+
+
+def ms(times: list[float]) -> dict[str, float]:
+    """Median and 90th percentile, in milliseconds."""
+    p90 = statistics.quantiles(times, n=10, method="inclusive")[-1]
+    return {"median_ms": round(1000 * statistics.median(times), 2), "p90_ms": round(1000 * p90, 2)}
+
+
+def means(text_before: str, text_after: str) -> dict[str, float]:
+    """Mean of each service histogram over the measured requests, from /metrics before and after."""
+    out = {}
+    for name in SERVICE_METRICS:
+        total = metric(text_after, f"{name}_sum") - metric(text_before, f"{name}_sum")
+        count = metric(text_after, f"{name}_count") - metric(text_before, f"{name}_count")
+        out[f"{name.removeprefix('paella_').removesuffix('_seconds')}_mean_ms"] = round(
+            1000 * total / max(count, 1), 2
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weight folder to load")
+    source.add_argument("--random-mini", action="store_true", help="paella-mini's config with random weights")
+    parser.add_argument("--pairs", type=int, default=40, help="measured (direct, service) pairs")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured pairs first")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", type=Path, default=Path("results/service_overhead.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = random_mini(Path(tmp)) if args.random_mini else args.weights
+        pipeline = Pipeline.from_folder(weights, device="cpu")
+        settings = Settings(weights=weights, device="cpu")
+        size = pipeline.config.image_size
+        request = {"prompt": PROMPT, "n": 1, "size": f"{size}x{size}"}
+
+        def direct(seed: int) -> bytes:
+            return to_png(pipeline.generate([PROMPT], seeds=[seed], width=size, height=size)[0])
+
+        with (
+            LiveServer(create_app(settings, pipeline=pipeline), timeout_s=600) as server,
+            server.client() as http,
+        ):
+
+            def service(seed: int) -> bytes:
+                answer = http.post("/v1/images/generations", json={**request, "seed": seed})
+                answer.raise_for_status()
+                return base64.b64decode(answer.json()["data"][0]["b64_json"])
+
+            arms: dict[str, Callable[[int], bytes]] = {"direct": direct, "service": service}
+            times: dict[str, list[float]] = {"direct": [], "service": []}
+            for i in range(args.warmup):
+                assert direct(i) == service(i), "the service's PNG differs from the direct call's"
+            before = http.get("/metrics").text
+            for i in range(args.pairs):
+                order = ("direct", "service") if i % 2 == 0 else ("service", "direct")
+                for arm in order:  # alternate who goes first, so drift and caches favour neither
+                    start = time.perf_counter()
+                    arms[arm](1000 + i)
+                    times[arm].append(time.perf_counter() - start)
+            after = http.get("/metrics").text
+
+    diffs = [s - d for s, d in zip(times["service"], times["direct"], strict=True)]
+    report: dict[str, Any] = {
+        "model": pipeline.config.name,
+        "weights": "random" if args.random_mini else str(weights),
+        "image": f"{size}x{size}",
+        "steps": pipeline.config.sampler.steps,
+        "pairs": args.pairs,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "settings": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms},
+        "direct": ms(times["direct"]),
+        "service": ms(times["service"]),
+        "overhead": {
+            "median_of_differences_ms": round(1000 * statistics.median(diffs), 2),
+            "difference_of_medians_ms": round(
+                1000 * (statistics.median(times["service"]) - statistics.median(times["direct"])), 2
+            ),
+        },
+        "service_metrics": means(before, after),
+    }
+    print(f"{pipeline.config.name} {size}x{size}, {args.pairs} interleaved pairs, {args.threads} threads")
+    print(f"{'':10}{'median ms':>12}{'p90 ms':>12}")
+    for arm in ("direct", "service"):
+        print(f"{arm:10}{report[arm]['median_ms']:>12.2f}{report[arm]['p90_ms']:>12.2f}")
+    overhead = report["overhead"]["median_of_differences_ms"]
+    print(f"{'overhead':10}{overhead:>12.2f}  (median of the pairs' differences)")
+    print("service internals (means):", report["service_metrics"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
