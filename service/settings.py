@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(default=8, ge=1, le=256, description="most images in one GPU batch")
     max_wait_ms: float = Field(
-        default=5.0, ge=0, description="longest a batch waits for more work after its first job"
+        default=2.0, ge=0, description="longest a batch waits for more work after its first job"
     )
     max_queue_depth: int = Field(
         default=256, ge=1, description="queued images above which new requests get 503"
