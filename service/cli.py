@@ -49,8 +49,9 @@ def serve(settings: Settings, *, run_worker: bool) -> None:
 
 
 def worker(settings: Settings) -> None:
-    """Run a GPU worker on the Redis queue until SIGINT or SIGTERM."""
+    """Run a GPU worker on the Redis queue until SIGINT or SIGTERM, its metrics on `metrics_port`."""
     from service.app import load_pipeline, make_broker, make_worker
+    from service.metrics import serve_metrics
 
     async def run() -> None:
         pipeline = await asyncio.to_thread(load_pipeline, settings)
@@ -64,7 +65,13 @@ def worker(settings: Settings) -> None:
         finally:
             await broker.close()
 
-    asyncio.run(run())
+    exporter = serve_metrics(settings.metrics_port, settings.host) if settings.metrics_port else None
+    try:
+        asyncio.run(run())
+    finally:
+        if exporter is not None:
+            exporter.shutdown()
+            exporter.server_close()
 
 
 def convert_weights(args: argparse.Namespace) -> None:

@@ -3,7 +3,8 @@
 With several processes (uvicorn/gunicorn workers, `paella api` beside `paella worker`), set
 `PROMETHEUS_MULTIPROC_DIR` to an empty folder before any process starts: prometheus_client then
 keeps values in files there and `render_metrics()` sums them across processes. Without it the
-default in-process registry is served.
+default in-process registry is served. `paella worker` has no HTTP app: it exposes the same
+registry on its own port with `serve_metrics()`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +23,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -74,13 +77,27 @@ def refresh_gpu_memory() -> None:
         _gpu_memory.set(float(torch.cuda.memory_allocated()))
 
 
+def exposed_registry() -> CollectorRegistry:
+    """The registry to expose: the process's own, or one summing all processes' files in multiprocess mode."""
+    if not _multiprocess():
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def render_metrics() -> tuple[bytes, str]:
     """The exposition text and its content type, summed across processes in multiprocess mode."""
-    if _multiprocess():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return generate_latest(exposed_registry()), CONTENT_TYPE_LATEST
+
+
+def serve_metrics(port: int, host: str) -> WSGIServer:
+    """Serve `exposed_registry()` over HTTP on `host:port` (0 = a free port) from a daemon thread.
+
+    Returns the server: its `server_port` is the port bound; `shutdown()` stops it.
+    """
+    server, _ = start_http_server(port, addr=host, registry=exposed_registry())
+    return server
 
 
 def mark_process_dead(pid: int) -> None:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_frames: int = Field(default=16, ge=2, le=16, description="most frames per interpolation")
     host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
     port: int = Field(default=8000, ge=0, le=65535, description="port the HTTP server binds")
+    metrics_port: int = Field(
+        default=9100, ge=0, le=65535, description="port of `paella worker`'s /metrics on host; 0 = off"
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level"
     )

@@ -1,0 +1,75 @@
+"""`paella worker` as a real process on a real Redis: its own /metrics on `PAELLA_METRICS_PORT`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.service.live import metric
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("PAELLA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.redis
+def test_worker_serves_its_metrics_on_its_own_port(tiny_model_dir: Path) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as e:  # pragma: no cover - environment without Redis
+        pytest.skip(f"no Redis at {REDIS_URL}: {e}")
+    prefix, port = f"test-cli-{uuid.uuid4().hex[:10]}", free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(
+        PAELLA_WEIGHTS=str(tiny_model_dir),
+        PAELLA_DEVICE="cpu",
+        PAELLA_MAX_BATCH_SIZE="1",
+        PAELLA_REDIS_URL=REDIS_URL,
+        PAELLA_REDIS_STREAM_PREFIX=prefix,
+        PAELLA_HOST="127.0.0.1",
+        PAELLA_METRICS_PORT=str(port),
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from service.cli import main; main(['worker'])"], cwd=REPO, env=env
+    )
+    try:
+        up, deadline = 0.0, time.monotonic() + 60
+        while up != 1.0 and time.monotonic() < deadline and worker.poll() is None:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                assert answer.status_code == 200
+                assert answer.headers["content-type"].startswith("text/plain")
+                up = metric(answer.text, "paella_worker_up")
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        assert up == 1.0, "the worker's metrics never showed paella_worker_up 1"
+        assert "# TYPE paella_batch_size histogram" in answer.text
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
