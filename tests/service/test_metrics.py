@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +91,14 @@ def test_multiprocess_mode_sums_across_processes(tmp_path: Path) -> None:
     assert samples["paella_images_generated_total"] == 5
     assert samples["paella_worker_up"] == 1  # the first writer was marked dead
     assert samples["paella_queue_depth"] == 3  # the most recent value, from the live process
+
+
+def test_dashboard_queries_only_exposed_metrics() -> None:
+    dashboard = json.loads((REPO / "docker" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exposed = {
+        s.name for f in text_string_to_metric_families(render_metrics()[0].decode()) for s in f.samples
+    }
+    exposed.add("paella_gpu_memory_bytes")  # only where CUDA is
+    used = {name for expr in exprs for name in re.findall(r"paella_\w+", expr)}
+    assert used and used <= exposed, used - exposed
