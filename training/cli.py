@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument("--lr", type=float, help="peak learning rate (default per network)")
     train.add_argument("--vqgan", type=Path, help="denoiser: folder of vqgan.safetensors (default --out)")
     train.add_argument("--clip", type=Path, help="denoiser: folder of clip.safetensors (default --out)")
+    train.add_argument(
+        "--init",
+        type=Path,
+        help="vqgan: folder of a trained vqgan.safetensors whose decoding side to train further",
+    )
     train.add_argument("--work", type=Path, default=Path("runs/paella-mini"), help="all: checkpoint folder")
     train.set_defaults(handler=_train)
 
@@ -67,9 +72,11 @@ def _budget(args: argparse.Namespace, share: float = 1.0) -> dict[str, object]:
 def _train(args: argparse.Namespace) -> None:
     from training.train_clip import train_clip
     from training.train_denoiser import train_denoiser
-    from training.train_vqgan import train_vqgan
+    from training.train_vqgan import refine_vqgan_decoder, train_vqgan
 
-    if args.network == "vqgan":
+    if args.network == "vqgan" and args.init is not None:
+        refine_vqgan_decoder(args.out, args.init, **_budget(args))  # type: ignore[arg-type]
+    elif args.network == "vqgan":
         train_vqgan(args.out, **_budget(args))  # type: ignore[arg-type]
     elif args.network == "clip":
         train_clip(args.out, **_budget(args))  # type: ignore[arg-type]

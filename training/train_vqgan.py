@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from model.config import VQGANConfig
 from model.vqgan import VQGAN
 from training import world
-from training.loop import Run, autocast, save_part, setup_device
+from training.loop import Run, autocast, load_part, save_part, setup_device
 from training.mini import MINI_VQGAN
 
 TAU_START, TAU_END = 1.0, 1.0 / 16
@@ -108,4 +108,67 @@ def train_vqgan(
     print(f"vqgan: {summary}")
     path = out / "vqgan.safetensors"
     save_part(path, vqgan, {"config": dataclasses.asdict(config), "train": summary})
+    return path
+
+
+def refine_vqgan_decoder(
+    out: Path,
+    init: Path,
+    *,
+    device: str = "cpu",
+    steps: int | None = None,
+    minutes: float | None = None,
+    batch: int = 128,
+    lr: float = 4e-4,
+    config: VQGANConfig = MINI_VQGAN,
+    seed: int = 1,
+    check_pictures: int = 512,
+) -> Path:
+    """Train only the decoding side (codebook, post_quant_conv, decoder) of a trained VQGAN.
+
+    The encoder and the code projection stay frozen, so every picture keeps its tokens: this can run
+    beside the denoiser's training, which learns those same tokens.
+    """
+    dev = setup_device(device)
+    torch.manual_seed(seed)
+    g = torch.Generator(dev).manual_seed(seed)
+    vqgan = VQGAN(config)
+    state, meta = load_part(init / "vqgan.safetensors")
+    vqgan.load_state_dict(state)
+    vqgan = vqgan.to(dev).to(memory_format=torch.channels_last)
+    vqgan.requires_grad_(False)
+    trained = [vqgan.quantize.embed, vqgan.post_quant_conv, vqgan.decoder]
+    for module in trained:
+        module.requires_grad_(True)
+    params = [p for module in trained for p in module.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    run = Run("vqgan-decoder", out, steps=steps, minutes=minutes)
+    for _ in run:
+        cur_lr = run.set_lr(opt, lr)
+        images = world.render(world.sample_scenes(batch, g, device=dev))  # (B, 3, 128, 128)
+        images = images.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast(dev):
+            codes = vqgan.code_logits(images).float().argmax(1)  # (B, h, w)
+        one_hot = F.one_hot(codes, config.n_embed).permute(0, 3, 1, 2).float()  # (B, n, h, w)
+        with autocast(dev):
+            recon = vqgan.decoder(vqgan.post_quant_conv(vqgan.quantize.mix(one_hot)))  # (B, 3, H, W)
+        err = recon.float() - (images * 2 - 1)
+        l1, mse = err.abs().mean(), err.pow(2).mean()
+        loss = l1 + mse
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if run.step % run.log_every == 0:
+            psnr = 10 * math.log10(4 / max(float(mse.detach()), 1e-10))  # on [-1, 1] pixels
+            run.log(loss=loss, l1=l1, mse=mse, lr=cur_lr, psnr=psnr)
+    vqgan.eval()
+    fresh = world.render(
+        world.sample_scenes(check_pictures, torch.Generator(dev).manual_seed(seed + 1), device=dev)
+    )
+    psnr = reconstruction_psnr(vqgan, fresh)
+    summary = run.summary(dev) | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
+    print(f"vqgan decoder refinement: {summary}")
+    path = out / "vqgan.safetensors"
+    save_part(path, vqgan, {"config": meta["config"], "train": meta.get("train", {}), "refine": summary})
     return path
