@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.settings import Settings, env_name
+from training.cli import register as register_training_commands
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -102,12 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("clip", type=Path, help="OpenCLIP ViT-g-14's open_clip_pytorch_model.bin")
     convert.add_argument("--out", type=Path, required=True, help="the weight folder to write")
     convert.add_argument("--bf16", action="store_true", help="store floating-point tensors as bfloat16")
-    # ---- training commands (`train`, `eval`): training.cli.register(sub) goes here ----
+    register_training_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "handler"):  # the training commands carry their own handler
+        args.handler(args)
+        return
     handlers: dict[str, Any] = {
         "serve": lambda: serve(settings_from(args), run_worker=True),
         "api": lambda: serve(_with_redis(settings_from(args)), run_worker=False),
