@@ -116,11 +116,16 @@ def quadrant_mask(position: int) -> np.ndarray:
     return mask
 
 
-def eval_inpainting(pipe: Pipeline, n: int, sampler: SamplerConfig, batch: int, seed: int) -> dict[str, Any]:
+def eval_inpainting(
+    pipe: Pipeline, n: int, sampler: SamplerConfig, batch: int, seed: int, *, prompt: str = "object"
+) -> dict[str, Any]:
     """Repaint an empty corner quadrant of a one-object picture, asking for a new object there.
 
-    The new object is judged alone (pixels outside the mask set to the background); the
-    unmasked pixels are compared with the input (mean absolute error in 0..255 units).
+    `prompt` "object" asks with the new object's own caption (what to paint in the mask, on the
+    picture's background); "scene" with the caption of the whole two-object picture, which also asks
+    the pooled CLIP embedding to bind each colour and shape to its position. The new object is judged
+    alone (pixels outside the mask set to the background); the unmasked pixels are compared with the
+    input (mean absolute error in 0..255 units).
     """
     scenes = corner_pairs(n, torch.Generator().manual_seed(seed))
     source_scenes = world.single_object_scenes(
@@ -128,7 +133,16 @@ def eval_inpainting(pipe: Pipeline, n: int, sampler: SamplerConfig, batch: int, 
     )
     sources = to_arrays(world.render(source_scenes))
     masks = [quadrant_mask(p) for p in scenes.position[:, 1].tolist()]
-    prompts = world.full_captions(scenes).texts()
+    asked = scenes
+    if prompt == "object":
+        asked = world.single_object_scenes(
+            scenes.background,
+            scenes.color[:, 1],
+            scenes.shape[:, 1],
+            scenes.size[:, 1],
+            scenes.position[:, 1],
+        )
+    prompts = world.full_captions(asked).texts()
     seeds = [seed * 7919 + i for i in range(n)]
     outs = batched(
         lambda images, masks, prompts, seeds: pipe.inpaint(
@@ -216,6 +230,9 @@ def evaluate(
         "generation": lambda: eval_generation(pipe, n_seen, n_held_out, sampler, batch),
         "vqgan_psnr": lambda: eval_psnr(pipe, n_psnr, seed + 1),
         "inpainting": lambda: eval_inpainting(pipe, n_ops, sampler, batch, seed + 2),
+        "inpainting_scene_caption": lambda: eval_inpainting(
+            pipe, n_ops, sampler, batch, seed + 2, prompt="scene"
+        ),
         "outpainting": lambda: eval_outpainting(pipe, n_ops, sampler, batch, seed + 3),
         "variations": lambda: eval_variations(pipe, n_ops, sampler, batch, seed + 4),
     }
