@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="vqgan: folder of a trained vqgan.safetensors whose decoding side to train further",
     )
+    train.add_argument(
+        "--token-noise",
+        type=float,
+        default=0.0,
+        help="vqgan --init: share of tokens swapped in half of each batch, decoded to the clean picture",
+    )
     train.add_argument("--work", type=Path, default=Path("runs/paella-mini"), help="all: checkpoint folder")
     train.set_defaults(handler=_train)
 
@@ -75,7 +81,12 @@ def _train(args: argparse.Namespace) -> None:
     from training.train_vqgan import refine_vqgan_decoder, train_vqgan
 
     if args.network == "vqgan" and args.init is not None:
-        refine_vqgan_decoder(args.out, args.init, **_budget(args))  # type: ignore[arg-type]
+        refine_vqgan_decoder(
+            args.out,
+            args.init,
+            token_noise=args.token_noise,
+            **_budget(args),  # type: ignore[arg-type]
+        )
     elif args.network == "vqgan":
         train_vqgan(args.out, **_budget(args))  # type: ignore[arg-type]
     elif args.network == "clip":

@@ -120,6 +120,7 @@ def refine_vqgan_decoder(
     minutes: float | None = None,
     batch: int = 128,
     lr: float = 4e-4,
+    token_noise: float = 0.0,
     config: VQGANConfig = MINI_VQGAN,
     seed: int = 1,
     check_pictures: int = 512,
@@ -127,7 +128,10 @@ def refine_vqgan_decoder(
     """Train only the decoding side (codebook, post_quant_conv, decoder) of a trained VQGAN.
 
     The encoder and the code projection stay frozen, so every picture keeps its tokens: this can run
-    beside the denoiser's training, which learns those same tokens.
+    beside the denoiser's training, which learns those same tokens. With `token_noise` > 0, the second
+    half of each batch has that share of its tokens swapped for tokens drawn from the batch, and is
+    still asked to decode to the clean picture: the decoder learns to mend the odd wrong token a
+    sampler leaves, instead of drawing a blot of colour there.
     """
     dev = setup_device(device)
     torch.manual_seed(seed)
@@ -149,6 +153,11 @@ def refine_vqgan_decoder(
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), autocast(dev):
             codes = vqgan.code_logits(images).float().argmax(1)  # (B, h, w)
+        if token_noise > 0:
+            half = codes[batch // 2 :]
+            swap = torch.rand(half.shape, device=dev, generator=g) < token_noise
+            donors = codes.flatten()[torch.randint(codes.numel(), half.shape, device=dev, generator=g)]
+            codes = torch.cat([codes[: batch // 2], torch.where(swap, donors, half)])
         one_hot = F.one_hot(codes, config.n_embed).permute(0, 3, 1, 2).float()  # (B, n, h, w)
         with autocast(dev):
             recon = vqgan.decoder(vqgan.post_quant_conv(vqgan.quantize.mix(one_hot)))  # (B, 3, H, W)
@@ -168,6 +177,8 @@ def refine_vqgan_decoder(
     )
     psnr = reconstruction_psnr(vqgan, fresh)
     summary = run.summary(dev) | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
+    if token_noise > 0:
+        summary["token_noise"] = token_noise
     print(f"vqgan decoder refinement: {summary}")
     path = out / "vqgan.safetensors"
     save_part(path, vqgan, {"config": meta["config"], "train": meta.get("train", {}), "refine": summary})
