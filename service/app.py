@@ -35,6 +35,7 @@ def batch_buckets(max_batch_size: int) -> list[int]:
 def load_pipeline(settings: Settings) -> Pipeline:
     """The model from the weight folder, resident on the configured device."""
     import torch
+
     from model.pipeline import Pipeline
 
     dtype = getattr(torch, settings.dtype)
