@@ -215,6 +215,7 @@ async def readyz(runtime: RuntimeDep) -> schemas.Health:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics() -> Response:
+async def metrics(runtime: RuntimeDep) -> Response:
+    await runtime.refresh_depth()
     data, content_type = render_metrics()
     return Response(data, media_type=content_type)

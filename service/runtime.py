@@ -42,6 +42,12 @@ class Runtime:
             return f"the queue is unreachable: {e}"
         return None if reachable else "the queue is unreachable"
 
+    async def refresh_depth(self) -> None:
+        """Read the queue depth into `paella_queue_depth` (other processes move it between requests)."""
+        if self.broker is not None:
+            with contextlib.suppress(Exception):  # a scrape must not fail because Redis is away
+                await self.broker.depth()
+
     async def close(self) -> None:
         """Stop the worker after its batch in hand, then answer what is left and close the queue."""
         if self.worker is not None:

@@ -15,7 +15,7 @@ import redis
 from model.pipeline import Pipeline
 from service.app import create_app, make_broker, make_worker
 from service.settings import Settings
-from tests.service.live import LiveServer, b64, decoded_pngs, png_bytes
+from tests.service.live import LiveServer, b64, decoded_pngs, metric, png_bytes
 
 pytestmark = pytest.mark.redis
 
@@ -110,3 +110,14 @@ def test_api_is_not_ready_while_redis_is_unreachable(settings: Settings) -> None
         assert answer.status_code == 503
         assert answer.json()["error"]["code"] == "not_ready"
         assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_read_the_shared_queue_depth_at_scrape_time(settings: Settings) -> None:
+    api = create_app(settings, run_worker=False)
+    client = redis.Redis.from_url(REDIS_URL)
+    with LiveServer(api) as live, live.client() as http:
+        client.set(f"{settings.redis_stream_prefix}:depth", 3)  # as another API process would leave it
+        assert metric(http.get("/metrics").text, "paella_queue_depth") == 3
+        client.set(f"{settings.redis_stream_prefix}:depth", 0)  # ... and the workers drain it
+        assert metric(http.get("/metrics").text, "paella_queue_depth") == 0
+    client.close()
