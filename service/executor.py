@@ -1,7 +1,7 @@
 """Turns a batch of slices sharing one compatibility key into one Pipeline call and PNG bytes.
 
 The tokens of a batch come from one call (the sampler keeps each sample's randomness its own);
-images are decoded one at a time so the bytes do not depend on the batch an image landed in.
+`Pipeline.decode` decodes them one at a time, so the bytes do not depend on the batch an image landed in.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ class Executor:
         return out
 
     def _pngs(self, tokens: torch.Tensor) -> list[bytes]:
-        """Decode image by image: a batched VQGAN decode is not bit-exact across batch sizes."""
-        return [to_png(self.pipeline.decode(tokens[i : i + 1])[0]) for i in range(tokens.shape[0])]
+        """PNG bytes of each token grid (`Pipeline.decode` decodes image by image: batch-exact)."""
+        return [to_png(image) for image in self.pipeline.decode(tokens)]
 
     def _interpolate(self, s: Slice, sampler: SamplerConfig) -> torch.Tensor:
         """One call per slice: the frames `start:stop` of its job's interpolation."""
