@@ -65,16 +65,21 @@ def install_gpu_memory_gauge() -> bool:
             "paella_gpu_memory_bytes", "CUDA memory allocated by tensors", multiprocess_mode="livesum"
         )
         if not _multiprocess():
-            _gpu_memory.set_function(lambda: float(torch.cuda.memory_allocated()))
+            _gpu_memory.set_function(lambda: _cuda_allocated(torch))
     refresh_gpu_memory()
     return True
+
+
+def _cuda_allocated(torch: Any) -> float:
+    """This process's tensor memory over every visible GPU (a worker may run on `cuda:1`)."""
+    return float(sum(torch.cuda.memory_allocated(d) for d in range(torch.cuda.device_count())))
 
 
 def refresh_gpu_memory() -> None:
     """Record CUDA memory now (needed in multiprocess mode, where callbacks are not collected)."""
     torch: Any = sys.modules.get("torch")
     if _gpu_memory is not None and torch is not None and _multiprocess():
-        _gpu_memory.set(float(torch.cuda.memory_allocated()))
+        _gpu_memory.set(_cuda_allocated(torch))
 
 
 def exposed_registry() -> CollectorRegistry:
