@@ -55,6 +55,31 @@ def reconstruction_psnr(vqgan: VQGAN, images: torch.Tensor, batch: int = 64) -> 
     return float(10 * torch.log10(1 / mse))
 
 
+def _pictures(batch: int, g: torch.Generator, dev: torch.device) -> torch.Tensor:
+    """A fresh batch of shapes-world pictures (B, 3, 128, 128) in [0, 1], channels-last."""
+    images = world.render(world.sample_scenes(batch, g, device=dev))
+    return images.contiguous(memory_format=torch.channels_last)
+
+
+def _reconstruction_errors(recon: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L1 and MSE of a decoder output in [-1, 1] against pictures in [0, 1]."""
+    err = recon.float() - (images * 2 - 1)
+    return err.abs().mean(), err.pow(2).mean()
+
+
+def _batch_psnr(mse: torch.Tensor) -> float:
+    """PSNR in dB of an MSE measured on [-1, 1] pixels (for the loss log)."""
+    return 10 * math.log10(4 / max(float(mse.detach()), 1e-10))
+
+
+def _fresh_psnr(vqgan: VQGAN, n: int, seed: int, dev: torch.device) -> float:
+    """The final check: argmax-code PSNR on `n` pictures training never drew."""
+    vqgan.eval()
+    return reconstruction_psnr(
+        vqgan, world.render(world.sample_scenes(n, torch.Generator(dev).manual_seed(seed), device=dev))
+    )
+
+
 def train_vqgan(
     out: Path,
     *,
@@ -79,15 +104,13 @@ def train_vqgan(
     run = Run("vqgan", out, steps=steps, minutes=minutes)
     for _ in run:
         cur_lr = run.set_lr(opt, lr)
-        images = world.render(world.sample_scenes(batch, g, device=dev))  # (B, 3, 128, 128)
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = _pictures(batch, g, dev)  # (B, 3, 128, 128)
         tau = temperature(run.progress)
         with autocast(dev):
             logits = vqgan.code_logits(images).float()  # (B, n_embed, h, w)
             codes = quantize_st(logits, tau, argmax=run.progress >= ARGMAX_FROM)
             recon = vqgan.decoder(vqgan.post_quant_conv(vqgan.quantize.mix(codes)))  # (B, 3, H, W) in [-1, 1]
-        err = recon.float() - (images * 2 - 1)
-        l1, mse = err.abs().mean(), err.pow(2).mean()
+        l1, mse = _reconstruction_errors(recon, images)
         qy = logits.softmax(1)
         kl = (qy * (qy * config.n_embed + 1e-10).log()).sum(1).mean()
         loss = l1 + mse + KL_WEIGHT * kl
@@ -97,13 +120,9 @@ def train_vqgan(
         opt.step()
         if run.step % run.log_every == 0:
             used = logits.argmax(1).unique().numel()
-            psnr = 10 * math.log10(4 / max(float(mse.detach()), 1e-10))  # on [-1, 1] pixels
+            psnr = _batch_psnr(mse)
             run.log(loss=loss, l1=l1, mse=mse, kl=kl, tau=tau, lr=cur_lr, codes_used=used, psnr=psnr)
-    vqgan.eval()
-    fresh = world.render(
-        world.sample_scenes(check_pictures, torch.Generator(dev).manual_seed(seed + 1), device=dev)
-    )
-    psnr = reconstruction_psnr(vqgan, fresh)
+    psnr = _fresh_psnr(vqgan, check_pictures, seed + 1, dev)
     summary = run.summary(dev) | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
     print(f"vqgan: {summary}")
     path = out / "vqgan.safetensors"
@@ -149,8 +168,7 @@ def refine_vqgan_decoder(
     run = Run("vqgan-decoder", out, steps=steps, minutes=minutes)
     for _ in run:
         cur_lr = run.set_lr(opt, lr)
-        images = world.render(world.sample_scenes(batch, g, device=dev))  # (B, 3, 128, 128)
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = _pictures(batch, g, dev)  # (B, 3, 128, 128)
         with torch.no_grad(), autocast(dev):
             codes = vqgan.code_logits(images).float().argmax(1)  # (B, h, w)
         if token_noise > 0:
@@ -161,21 +179,15 @@ def refine_vqgan_decoder(
         one_hot = F.one_hot(codes, config.n_embed).permute(0, 3, 1, 2).float()  # (B, n, h, w)
         with autocast(dev):
             recon = vqgan.decoder(vqgan.post_quant_conv(vqgan.quantize.mix(one_hot)))  # (B, 3, H, W)
-        err = recon.float() - (images * 2 - 1)
-        l1, mse = err.abs().mean(), err.pow(2).mean()
+        l1, mse = _reconstruction_errors(recon, images)
         loss = l1 + mse
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if run.step % run.log_every == 0:
-            psnr = 10 * math.log10(4 / max(float(mse.detach()), 1e-10))  # on [-1, 1] pixels
-            run.log(loss=loss, l1=l1, mse=mse, lr=cur_lr, psnr=psnr)
-    vqgan.eval()
-    fresh = world.render(
-        world.sample_scenes(check_pictures, torch.Generator(dev).manual_seed(seed + 1), device=dev)
-    )
-    psnr = reconstruction_psnr(vqgan, fresh)
+            run.log(loss=loss, l1=l1, mse=mse, lr=cur_lr, psnr=_batch_psnr(mse))
+    psnr = _fresh_psnr(vqgan, check_pictures, seed + 1, dev)
     summary = run.summary(dev) | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
     if token_noise > 0:
         summary["token_noise"] = token_noise
