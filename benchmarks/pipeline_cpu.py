@@ -13,15 +13,16 @@ import dataclasses
 import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from model.clip import ClipEncoder
-from model.denoiser import Denoiser
+from benchmarks.support import draws
+from model.ops import Generate
 from model.pipeline import Pipeline
-from model.vqgan import VQGAN
+from model.weights import write_random_folder
 from training import world
 from training.mini import PAELLA_MINI
 
@@ -31,10 +32,8 @@ PROMPT = "a large red circle in the top left on a blue background"
 def build(weights: Path | None) -> Pipeline:
     if weights is not None:
         return Pipeline.from_folder(weights)
-    torch.manual_seed(0)
-    config = PAELLA_MINI
-    clip = ClipEncoder(config.clip, world.vocabulary(), cache_size=1024)
-    return Pipeline.from_modules(config, Denoiser(config.denoiser), VQGAN(config.vqgan), clip)
+    with tempfile.TemporaryDirectory() as tmp:
+        return Pipeline.from_folder(write_random_folder(tmp, PAELLA_MINI, world.vocabulary()))
 
 
 def params(module: torch.nn.Module) -> int:
@@ -54,7 +53,7 @@ def main() -> None:
     pipe = build(args.weights)
     sampler = dataclasses.replace(pipe.config.sampler, steps=args.steps)
     size = pipe.config.image_size
-    prompts, seeds = [PROMPT] * args.batch, list(range(args.batch))
+    batch = draws([Generate(PROMPT, size, size)] * args.batch, list(range(args.batch)), sampler)
 
     def timed(fn: object) -> list[float]:
         times = []
@@ -64,15 +63,13 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         return times
 
-    pipe.generate(prompts, seeds=seeds, width=size, height=size, sampler=sampler)  # warm-up
-    total = timed(lambda: pipe.generate(prompts, seeds=seeds, width=size, height=size, sampler=sampler))
-    tokens = pipe.generate_tokens(prompts, seeds=seeds, width=size, height=size, sampler=sampler)
-    sample = timed(
-        lambda: pipe.generate_tokens(prompts, seeds=seeds, width=size, height=size, sampler=sampler)
-    )
+    pipe.images(batch)  # warm-up
+    total = timed(lambda: pipe.images(batch))
+    tokens = pipe.tokens(batch)
+    sample = timed(lambda: pipe.tokens(batch))
     decode = timed(lambda: pipe.decode(tokens))
     with torch.inference_mode():  # uncached: the tokenizer and the text tower
-        text = timed(lambda: pipe.clip.model.encode_text(pipe.clip.tokenizer(prompts)))
+        text = timed(lambda: pipe.clip.model.encode_text(pipe.clip.tokenizer([PROMPT] * args.batch)))
 
     def ms(xs: list[float]) -> dict[str, float]:
         return {"median_ms": round(1000 * statistics.median(xs), 1), "min_ms": round(1000 * min(xs), 1)}

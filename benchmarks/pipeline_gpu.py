@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 
+from benchmarks.support import draws
 from model.clip import ClipEncoder
 from model.config import PAELLA_V1, ModelConfig
 from model.denoiser import Denoiser
+from model.ops import Generate
 from model.pipeline import Pipeline
 from model.vqgan import VQGAN
 
@@ -59,17 +61,15 @@ def measure(pipe: Pipeline, batch: int, size: int, steps: int, typical: bool, re
         pipe.config.sampler, steps=steps, guidance_scale=max(pipe.config.sampler.guidance_scale, 3.0)
     )
     sampler = dataclasses.replace(sampler, typical_filtering=typical)
-    prompts, seeds = [PROMPT] * batch, list(range(batch))
+    batch_draws = draws([Generate(PROMPT, size, size)] * batch, list(range(batch)), sampler)
 
     def tokens() -> torch.Tensor:
-        return pipe.generate_tokens(prompts, seeds=seeds, width=size, height=size, sampler=sampler)
+        return pipe.tokens(batch_draws)
 
     t = tokens()
     sample = cuda_ms(tokens, repeats)
     decode = cuda_ms(lambda: pipe.decode(t), repeats)
-    whole = cuda_ms(
-        lambda: pipe.generate(prompts, seeds=seeds, width=size, height=size, sampler=sampler), repeats
-    )
+    whole = cuda_ms(lambda: pipe.images(batch_draws), repeats)
     med = statistics.median
     return {
         "batch": batch,

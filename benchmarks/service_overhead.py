@@ -1,9 +1,9 @@
 """Latency the service adds to one image over a direct Pipeline call (issue 4: under 10 ms at n=1).
 
-Loads the pipeline once and times, interleaved pair by pair after a warm-up, the same prompt and seed:
-  direct:   pipeline.generate([prompt], seeds=[s], width, height) and the PNG encoding
-  service:  POST /v1/images/generations (n=1, b64_json) over real HTTP to `paella serve`'s app,
-            run by uvicorn in a thread on the same pipeline, with the default settings
+Times, interleaved pair by pair after a warm-up, the same prompt and seed:
+  direct:   Pipeline.images([Draw(Generate(prompt, ...), seed, ...)]) and the PNG encoding, in this process
+  service:  POST /v1/images/generations (n=1, b64_json) over real HTTP to a `paella serve` process on the
+            same weights, with the default settings
 Prints a table and writes results/service_overhead.json.
 
     PYTHONPATH=. python benchmarks/service_overhead.py --random-mini [--pairs 40] [--threads 2]
@@ -23,28 +23,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 
+from benchmarks.support import metrics
+from benchmarks.support import service as paella
+from model.ops import Draw, Generate
 from model.pipeline import Pipeline
-from service.app import create_app
-from service.images import to_png
+from model.weights import write_random_folder
+from service.gpu.executor import to_png
 from service.settings import DEFAULT_WEIGHTS, Settings
-from tests.conftest import write_random_model, write_tiny_model
-from tests.service.live import LiveServer, metric
+from training import world
+from training.mini import PAELLA_MINI
 
 PROMPT = "a large red circle in the top left on a blue background"
 SERVICE_METRICS = ("paella_queue_wait_seconds", "paella_batch_compute_seconds")
-
-
-def random_mini(folder: Path) -> Path:
-    """paella-mini's architecture, random weights (the trained one's cost); else the tiny test model."""
-    try:
-        from training import world
-        from training.mini import PAELLA_MINI
-    except ImportError:
-        print("training.mini is not importable: falling back to the tiny test model")
-        return write_tiny_model(folder)
-    return write_random_model(folder, PAELLA_MINI, world.vocabulary())
 
 
 def ms(times: list[float]) -> dict[str, float]:
@@ -53,12 +46,12 @@ def ms(times: list[float]) -> dict[str, float]:
     return {"median_ms": round(1000 * statistics.median(times), 2), "p90_ms": round(1000 * p90, 2)}
 
 
-def means(text_before: str, text_after: str) -> dict[str, float]:
+def means(text_before: dict[str, float], text_after: dict[str, float]) -> dict[str, float]:
     """Mean of each service histogram over the measured requests, from /metrics before and after."""
     out = {}
     for name in SERVICE_METRICS:
-        total = metric(text_after, f"{name}_sum") - metric(text_before, f"{name}_sum")
-        count = metric(text_after, f"{name}_count") - metric(text_before, f"{name}_count")
+        total = text_after[f"{name}_sum"] - text_before.get(f"{name}_sum", 0.0)
+        count = text_after[f"{name}_count"] - text_before.get(f"{name}_count", 0.0)
         out[f"{name.removeprefix('paella_').removesuffix('_seconds')}_mean_ms"] = round(
             1000 * total / max(count, 1), 2
         )
@@ -78,19 +71,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        weights = random_mini(Path(tmp)) if args.random_mini else args.weights
+        if args.random_mini:
+            weights = write_random_folder(Path(tmp), PAELLA_MINI, world.vocabulary())
+        else:
+            weights = args.weights
         pipeline = Pipeline.from_folder(weights, device="cpu")
         settings = Settings(weights=weights, device="cpu")
         size = pipeline.config.image_size
         request = {"prompt": PROMPT, "n": 1, "size": f"{size}x{size}"}
 
         def direct(seed: int) -> bytes:
-            return to_png(pipeline.generate([PROMPT], seeds=[seed], width=size, height=size)[0])
+            op = Generate(PROMPT, size, size)
+            return to_png(pipeline.images([Draw(op, seed, pipeline.config.sampler)])[0])
 
-        with (
-            LiveServer(create_app(settings, pipeline=pipeline), timeout_s=600) as server,
-            server.client() as http,
-        ):
+        env = {"PAELLA_WEIGHTS": str(weights), "PAELLA_DEVICE": "cpu", "OMP_NUM_THREADS": str(args.threads)}
+        with paella("serve", env) as url, httpx.Client(base_url=url, timeout=120) as http:
 
             def service(seed: int) -> bytes:
                 answer = http.post("/v1/images/generations", json={**request, "seed": seed})
@@ -101,14 +96,14 @@ def main() -> None:
             times: dict[str, list[float]] = {"direct": [], "service": []}
             for i in range(args.warmup):
                 assert direct(i) == service(i), "the service's PNG differs from the direct call's"
-            before = http.get("/metrics").text
+            before = metrics(http.get("/metrics").text)
             for i in range(args.pairs):
                 order = ("direct", "service") if i % 2 == 0 else ("service", "direct")
                 for arm in order:  # alternate who goes first, so drift and caches favour neither
                     start = time.perf_counter()
                     arms[arm](1000 + i)
                     times[arm].append(time.perf_counter() - start)
-            after = http.get("/metrics").text
+            after = metrics(http.get("/metrics").text)
 
     diffs = [s - d for s, d in zip(times["service"], times["direct"], strict=True)]
     report: dict[str, Any] = {

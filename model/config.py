@@ -1,16 +1,30 @@
-"""Frozen hyperparameters of the three networks and the sampler, with the Paella v1 presets."""
+"""Frozen hyperparameters of the three networks and the sampler, the Paella v1 presets, the size
+rules of a model's canvas and the meaning of a request's sampler knobs."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 RenoiseMode = Literal["start", "prev", "rand"]
+RENOISE_MODES: tuple[RenoiseMode, ...] = ("start", "prev", "rand")
+
+
+class _FromDict:
+    """`from_dict`: a config dataclass from JSON, lists back to tuples, unknown keys refused."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass(frozen=True)
-class DenoiserConfig:
+class DenoiserConfig(_FromDict):
     """The convolutional token denoiser (`DenoiseUNet` of Paella v1)."""
 
     num_labels: int = 8192
@@ -36,7 +50,7 @@ class DenoiserConfig:
 
 
 @dataclass(frozen=True)
-class VQGANConfig:
+class VQGANConfig(_FromDict):
     """The taming-transformers f8 VQGAN with a Gumbel quantizer (ruDALL-E's `gumbelf8-sber`)."""
 
     ch: int = 128
@@ -59,7 +73,7 @@ class VQGANConfig:
 
 
 @dataclass(frozen=True)
-class CLIPConfig:
+class CLIPConfig(_FromDict):
     """An OpenCLIP model: a built-in architecture by name, or a custom open_clip config dict.
 
     `tokenizer` is "open_clip" (the BPE tokenizer shipped inside open_clip) or "words" (a
@@ -74,7 +88,21 @@ class CLIPConfig:
 
 
 @dataclass(frozen=True)
-class SamplerConfig:
+class Knobs:
+    """A request's sampler settings over the model's defaults; None keeps the default.
+
+    `temperature` is one temperature for every step; `typical_mass` 0 turns locally typical
+    filtering off.
+    """
+
+    steps: int | None = None
+    guidance_scale: float | None = None
+    temperature: float | None = None
+    typical_mass: float | None = None
+
+
+@dataclass(frozen=True)
+class SamplerConfig(_FromDict):
     """Every knob of the Paella v1 sampler; defaults follow the reference code (T=12)."""
 
     steps: int = 12
@@ -91,13 +119,37 @@ class SamplerConfig:
     def effective_renoise_steps(self) -> int:
         return self.steps - 1 if self.renoise_steps is None else self.renoise_steps
 
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale >= 0
+
+    @property
+    def mass(self) -> float:
+        """The typical mass in force: 0 when filtering is off."""
+        return self.typical_mass if self.typical_filtering else 0.0
+
     def replace(self, **changes: Any) -> SamplerConfig:
         return dataclasses.replace(self, **changes)
+
+    def with_knobs(self, knobs: Knobs) -> SamplerConfig:
+        """This config with a request's knobs applied; equal settings give equal configs however asked."""
+        changes: dict[str, Any] = {}
+        if knobs.steps is not None:
+            changes["steps"] = knobs.steps
+        if knobs.guidance_scale is not None:
+            changes["guidance_scale"] = knobs.guidance_scale
+        if knobs.temperature is not None:
+            changes["temp_range"] = (knobs.temperature, knobs.temperature)
+        if knobs.typical_mass is not None:
+            changes["typical_filtering"] = knobs.typical_mass > 0
+            changes["typical_mass"] = knobs.typical_mass
+        out = dataclasses.replace(self, **changes)
+        return out if out.typical_filtering else dataclasses.replace(out, typical_mass=0.0)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A whole Paella model as stored in a weight folder's config.json."""
+    """A whole Paella model as stored in a weight folder's config.json, and its canvas rules."""
 
     name: str
     denoiser: DenoiserConfig
@@ -106,6 +158,30 @@ class ModelConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     image_size: int = 256  # the native square canvas, in pixels
 
+    @property
+    def downscale(self) -> int:
+        """Pixels per token along each side."""
+        return self.vqgan.downscale
+
+    @property
+    def size_multiple(self) -> int:
+        """Canvas sides must be multiples of this: a whole number of tokens at every denoiser level."""
+        return self.vqgan.downscale * self.denoiser.grid_multiple
+
+    @property
+    def min_side(self) -> int:
+        """The least canvas side: the denoiser's deepest level needs two rows to pad."""
+        return 2 * self.size_multiple
+
+    def grid(self, width: int, height: int) -> tuple[int, int]:
+        """The token grid (h, w) of a canvas; ValueError when the canvas breaks the size rules."""
+        m = self.size_multiple
+        if min(width, height) < self.min_side or width % m or height % m:
+            raise ValueError(
+                f"width and height must be multiples of {m}, at least {self.min_side}, got {width}x{height}"
+            )
+        return height // self.downscale, width // self.downscale
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -113,21 +189,12 @@ class ModelConfig:
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         return cls(
             name=d["name"],
-            denoiser=_build(DenoiserConfig, d["denoiser"]),
-            vqgan=_build(VQGANConfig, d["vqgan"]),
-            clip=_build(CLIPConfig, d["clip"]),
-            sampler=_build(SamplerConfig, d.get("sampler", {})),
+            denoiser=DenoiserConfig.from_dict(d["denoiser"]),
+            vqgan=VQGANConfig.from_dict(d["vqgan"]),
+            clip=CLIPConfig.from_dict(d["clip"]),
+            sampler=SamplerConfig.from_dict(d.get("sampler", {})),
             image_size=int(d.get("image_size", 256)),
         )
-
-
-def _build(cls: type[Any], d: dict[str, Any]) -> Any:
-    """Instantiate a config dataclass from JSON, turning lists back into tuples."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 PAELLA_V1_DENOISER = DenoiserConfig()

@@ -1,20 +1,23 @@
-"""Stateless Paella v1 sampling over discrete VQGAN tokens, with counter-based per-sample randomness.
+"""Stateless Paella v1 sampling over discrete VQGAN tokens, with per-image settings and counter-based
+randomness.
 
-Everything random is a pure function of (seed, step, stream, position), so a sample's tokens depend on its
-own seed only, never on the batch it shares; every step runs batched on the device with no host syncs.
+Everything random is a pure function of (seed, step, stream, position), so an image's tokens depend on
+its own seed only, never on the batch it shares. Every setting is a per-row tensor (guidance scale,
+temperatures, typical mass, mask, starting tokens, start step, re-noising), so one batch may mix
+operations and settings; every step runs batched on the device with no host synchronisation.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import IntEnum
 
 import torch
+from torch import Tensor
 
-from model.config import SamplerConfig
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens, cond, r) -> logits
+Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]  # (tokens, cond, r) -> logits
 
 
 class Stream(IntEnum):
@@ -36,55 +39,63 @@ _MUL1 = _signed(0xBF58476D1CE4E5B9)
 _MUL2 = _signed(0x94D049BB133111EB)
 
 
-def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+def _shr(z: Tensor, k: int) -> Tensor:
     """Logical right shift of int64 bit patterns (torch's `>>` is arithmetic)."""
     return (z >> k) & ((1 << (64 - k)) - 1)
 
 
-def _mix(z: torch.Tensor) -> torch.Tensor:
+def _mix(z: Tensor) -> Tensor:
     """The splitmix64 finaliser (Steele, Lea, Flood 2014) on int64 tensors, wrapping like uint64."""
     z = (z ^ _shr(z, 30)) * _MUL1
     z = (z ^ _shr(z, 27)) * _MUL2
     return z ^ _shr(z, 31)
 
 
-def random_bits(seeds: torch.Tensor, step: int, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """Counter-based 64-bit random words [B, *shape] as int64: splitmix64 keyed by (seed, step, stream)."""
-    stream_offset = _signed((step * 16 + stream + 1) * _GOLDEN % (1 << 64))
+def random_bits(seeds: Tensor, step: int | Tensor, stream: int, shape: tuple[int, ...]) -> Tensor:
+    """Counter-based 64-bit random words [B, *shape] as int64: splitmix64 keyed by (seed, step, stream).
+
+    `step` is one step for every row, or a step per row [B].
+    """
+    if isinstance(step, Tensor):
+        stream_offset: Tensor | int = (
+            step.to(torch.int64) * 16 + (stream + 1)
+        ) * _GOLDEN  # wraps like uint64
+    else:
+        stream_offset = _signed((step * 16 + stream + 1) * _GOLDEN % (1 << 64))
     key = _mix(_mix(seeds.to(torch.int64) + _GOLDEN) + stream_offset)  # (B,)
     counter = torch.arange(1, math.prod(shape) + 1, device=seeds.device, dtype=torch.int64) * _GOLDEN
     return _mix(key[:, None] + counter).view(-1, *shape)
 
 
-def uniforms(seeds: torch.Tensor, step: int, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+def uniforms(seeds: Tensor, step: int | Tensor, stream: int, shape: tuple[int, ...]) -> Tensor:
     """Uniform float32 numbers in [0, 1) [B, *shape] from the top 24 bits of `random_bits`."""
     return _shr(random_bits(seeds, step, stream, shape), 40).to(torch.float32) * 2.0**-24
 
 
 def random_codes(
-    seeds: torch.Tensor, step: int, stream: int, shape: tuple[int, ...], num_labels: int
-) -> torch.Tensor:
+    seeds: Tensor, step: int | Tensor, stream: int, shape: tuple[int, ...], num_labels: int
+) -> Tensor:
     """Uniformly random codes in [0, num_labels) [B, *shape] as int64."""
     return _shr(random_bits(seeds, step, stream, shape), 1) % num_labels
 
 
-def noise_level(r: torch.Tensor) -> torch.Tensor:
+def noise_level(r: Tensor) -> Tensor:
     """Probability that a token is noise at r: gamma(r) = cos(r*pi/2), clamped to [0, 1] (Paella v1)."""
     return torch.cos(r * (math.pi / 2)).clamp(0.0, 1.0)
 
 
 def noise_tokens(
-    tokens: torch.Tensor,
-    r: torch.Tensor,
+    tokens: Tensor,
+    r: Tensor,
     *,
-    seeds: torch.Tensor,
-    step: int,
+    seeds: Tensor,
+    step: int | Tensor,
     num_labels: int,
-    replacement: torch.Tensor | None = None,
-) -> torch.Tensor:
+    replacement: Tensor | None = None,
+) -> Tensor:
     """Replace each token with probability cos(r*pi/2) by `replacement` or a fresh random code (`add_noise`).
 
-    `r` is a scalar or one value per sample; `step` keys the random streams (the index of the noise level r).
+    `r` is a scalar or one value per sample; `step` (one, or one per sample) keys the random streams.
     """
     shape = tuple(tokens.shape[1:])
     p = noise_level(r.to(torch.float32)).reshape(-1, *(1 for _ in shape))  # (B or 1, 1, 1)
@@ -94,156 +105,145 @@ def noise_tokens(
     return torch.where(replace, replacement, tokens)
 
 
-def _typical_order(
-    logits: torch.Tensor, mass: float, min_tokens: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Codes in typicality order, their cumulative probabilities and the kept-prefix length (Meister 2022).
+def typical_keep(logits: Tensor, mass: Tensor, min_tokens: Tensor) -> Tensor:
+    """Locally typical filtering (Meister et al. 2022) over the last dim of `logits` [N, V]: a bool mask.
 
-    Scores |-log p - H|, sorts ascending (stable), and keeps every code scoring at most the score of the
-    first code at which the cumulative probability reaches `mass`, and at least `min_tokens`: a prefix of
-    the sorted order. Returns (order [..., V] int64, cumulative probs [..., V], kept count [..., 1]).
+    Scores each code by |-log p - H|; keeps every code scoring at most the score of the first code, in
+    ascending score order, at which the cumulative probability reaches `mass` [N], and at least
+    `min_tokens` [N] codes. Rows with mass <= 0 keep every code.
     """
     num = logits.shape[-1]
     logp = logits.log_softmax(-1)
     p = logp.exp()
     entropy = -(p * logp).nansum(-1, keepdim=True)
-    score, order = logp.add_(entropy).abs_().sort(dim=-1, stable=True)
-    del logp  # [..., V] buffers add up at B=64 x 32 x 32 x 8192: free and reuse them early
+    score = logp.add_(entropy).abs_()
+    ranked, order = score.sort(dim=-1)
     cum = p.gather(-1, order).cumsum_(-1)
-    del p
-    last = (cum < mass).sum(-1, keepdim=True).clamp(max=num - 1)
-    kept = (score <= score.gather(-1, last)).sum(-1, keepdim=True).clamp(min=min(min_tokens, num))
-    return order, cum, kept
-
-
-def typical_filter(logits: torch.Tensor, mass: float, min_tokens: int = 1) -> torch.Tensor:
-    """Locally typical filtering over the last dim (Meister et al. 2022): removed codes get -inf logits."""
-    order, _, kept = _typical_order(logits, mass, min_tokens)
-    keep_sorted = torch.arange(logits.shape[-1], device=logits.device) < kept
-    keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)
-    return logits.masked_fill(~keep, float("-inf"))
+    del p, order  # [N, V] buffers add up at B=64 x 32 x 32 x 8192: free them early
+    last = (cum < mass[:, None]).sum(-1, keepdim=True)
+    last = torch.maximum(last, min_tokens[:, None] - 1).clamp_(0, num - 1)
+    return (score <= ranked.gather(-1, last)) | (mass <= 0)[:, None]
 
 
 def draw_codes(
-    logits: torch.Tensor,
-    u: torch.Tensor,
+    logits: Tensor,
+    u: Tensor,
     *,
-    temperature: float,
-    typical_mass: float | None = None,
-    typical_min_tokens: int = 1,
-) -> torch.Tensor:
-    """One code per row of `logits` [..., V] by inverse CDF of one uniform `u` [...] each.
+    temperature: Tensor,
+    typical_mass: Tensor | None = None,
+    min_tokens: Tensor | None = None,
+) -> Tensor:
+    """One code per row of `logits` [N, V] by inverse CDF of one uniform `u` [N] each.
 
-    The tempered softmax (temperature 0 = argmax) over the locally typical codes (off when `typical_mass`
-    is None), walked in the same sorted order the filter produced, so one sort serves both.
+    The tempered softmax (temperature [N]; 0 = argmax) over the locally typical codes (filtering off when
+    `typical_mass` is None), walked in code order: the first code whose cumulative weight exceeds
+    u * total.
     """
     num = logits.shape[-1]
-    if typical_mass is None:
-        if temperature == 0:
-            return logits.argmax(-1)
-        order, kept = None, torch.full_like(u, num, dtype=torch.int64).unsqueeze(-1)
-        cum = (logits / temperature).softmax(-1).cumsum_(-1)
-    else:
-        order, cum, kept = _typical_order(logits, typical_mass, typical_min_tokens)
-        if temperature != 1:  # re-weight the kept prefix; at temperature 1 the filter's own CDF serves
-            ranked = logits.gather(-1, order).masked_fill_(
-                torch.arange(num, device=u.device) >= kept, -math.inf
-            )
-            if temperature == 0:
-                return order.gather(-1, ranked.argmax(-1, keepdim=True)).squeeze(-1)
-            cum = ranked.div_(temperature).softmax(-1).cumsum_(-1)
-    total = cum.gather(-1, kept - 1)
-    idx = torch.searchsorted(cum, u.unsqueeze(-1) * total, right=True).clamp_(max=kept - 1)
-    return (idx if order is None else order.gather(-1, idx)).squeeze(-1)
+    z = logits
+    if typical_mass is not None:
+        floor = torch.ones_like(typical_mass, dtype=torch.int64) if min_tokens is None else min_tokens
+        z = logits.masked_fill(~typical_keep(logits, typical_mass, floor), -math.inf)
+    t = temperature.clamp_min(torch.finfo(torch.float32).tiny)[:, None]
+    cum = (z - z.amax(-1, keepdim=True)).div_(t).exp_().cumsum_(-1)  # removed codes add exactly 0
+    target = u[:, None] * cum[:, -1:]
+    return (cum <= target).sum(-1).clamp_(max=num - 1)
 
 
-def guided_logits(
-    model: Denoiser,
-    tokens: torch.Tensor,
-    cond: torch.Tensor,
-    r: torch.Tensor,
-    *,
-    scale: float,
-    uncond: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Logits [B, V, H, W]; with scale >= 0, classifier-free guidance `lerp(uncond, cond, scale)` from ONE
-    batched forward of 2B (uncond None means the zero embedding)."""
-    if scale < 0:
-        return model(tokens, cond, r)
-    uncond = torch.zeros_like(cond) if uncond is None else uncond
-    both = model(torch.cat([tokens, tokens]), torch.cat([cond, uncond]), torch.cat([r, r]))
-    logits_cond, logits_uncond = both.chunk(2)
-    return torch.lerp(logits_uncond, logits_cond, scale)
+def guide(cond: Tensor, uncond: Tensor | None, scale: Tensor) -> Tensor:
+    """Classifier-free guidance in float32, `uncond + scale * (cond - uncond)` per row where scale >= 0.
+
+    `cond`, `uncond` [B, ...]; `scale` [B]. Without `uncond`, the conditional logits.
+    """
+    if uncond is None:
+        return cond.float()
+    s = scale.view(-1, *(1 for _ in cond.shape[1:]))
+    return torch.where(s >= 0, torch.lerp(uncond.float(), cond.float(), s), cond.float())
 
 
-def temperatures(config: SamplerConfig) -> list[float]:
-    """The per-step temperatures, linear over the steps from `temp_range[0]` to `temp_range[1]`."""
-    return torch.linspace(
-        config.temp_range[0], config.temp_range[1], config.steps, dtype=torch.float64
-    ).tolist()
+Picker = Callable[..., Tensor]
+"""`pick(cond, uncond, rows, u, step) -> codes [B, H, W]` from logits [B, H, W, V] (`uncond` may be None)."""
 
 
-def sample(
-    model: Denoiser,
-    cond: torch.Tensor,
-    *,
-    seeds: torch.Tensor,
-    grid: tuple[int, int],
-    config: SamplerConfig,
-    num_labels: int,
-    uncond: torch.Tensor | None = None,
-    init_tokens: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
+def pick_codes(cond: Tensor, uncond: Tensor | None, rows: Rows, u: Tensor, step: int) -> Tensor:
+    """Guidance, typical filtering and the draw for one step, in plain PyTorch (any device)."""
+    B, H, W, V = cond.shape
+    logits = guide(cond, uncond, rows.guidance).reshape(-1, V)
+
+    def per_position(values: Tensor) -> Tensor:
+        return values.repeat_interleave(H * W)
+
+    codes = draw_codes(
+        logits,
+        u.reshape(-1),
+        temperature=per_position(rows.temperature[:, step]),
+        typical_mass=per_position(rows.typical_mass) if rows.typical else None,
+        min_tokens=per_position(rows.min_tokens),
+    )
+    return codes.view(B, H, W)
+
+
+@dataclass
+class Rows:
+    """Everything per image that one sampling call needs: tensors on the device (B rows) and the host-side
+    facts that decide which work runs (so the loop never reads the device)."""
+
+    cond: Tensor  # (B, c) pooled, or (B, c, h, w) spatial
+    uncond: Tensor  # like cond: guidance's unconditional embedding (zeros: the paper's)
+    seeds: Tensor  # (B,) int64: seeds[i] alone decides row i's randomness
+    init: Tensor  # (B, H, W) int64: kept where mask is False; the start where from_noise is False
+    mask: Tensor  # (B, H, W) bool: True where tokens are sampled
+    from_noise: Tensor  # (B,) bool: sampled positions start from random codes rather than from init
+    guidance: Tensor  # (B,) float32: classifier-free guidance scale; negative = off
+    temperature: Tensor  # (B, steps) float32: each step's temperature; 0 = argmax
+    typical_mass: Tensor  # (B,) float32: locally typical filtering mass; 0 = off
+    min_tokens: Tensor  # (B,) int64: typical filtering keeps at least this many codes
+    start_step: Tensor  # (B,) int64: the first step a row runs (structural editing starts late)
+    renoise_steps: Tensor  # (B,) int64: after step i a row is re-noised while i < renoise_steps
+    renoise_mode: Tensor  # (B,) int64: 0 start, 1 prev, 2 rand (the index in config.RENOISE_MODES)
+    first_step: int = 0  # the earliest start step of any row
+    guided: bool = True  # some row uses guidance: run cond and uncond as one batch of 2B
+    typical: bool = True  # some row filters
+
+    @property
+    def steps(self) -> int:
+        return self.temperature.shape[1]
+
+
+def sample(model: Denoiser, rows: Rows, *, num_labels: int, pick: Picker = pick_codes) -> Tensor:
     """Paella v1 sampling (Rampas et al. 2022, `utils.sample` of the reference code), batched and seeded.
 
     Args:
         model: any callable `(tokens [B,H,W] int64, cond, r [B]) -> logits [B, num_labels, H, W]`.
-        cond: the condition, [B, c] or a spatial map [B, c, h, w].
-        seeds: [B] int64 on the device; `seeds[i]` alone decides sample i's randomness.
-        grid: the token grid (H, W).
-        config: the sampler's knobs (steps, renoise, temperatures, typical filtering, guidance, start step).
+        rows: the per-image inputs and settings (see `Rows`).
         num_labels: the codebook size.
-        uncond: the guidance's unconditional embedding, shaped like `cond`; None means zeros. Only used
-            when `config.guidance_scale >= 0`.
-        init_tokens: [B, H, W] starting tokens; None means uniformly random codes.
-        mask: [B, H, W] bool, True where tokens are sampled; elsewhere `init_tokens` are kept exactly.
+        pick: turns one step's logits into codes (`pick_codes`, or a fused kernel with its contract).
 
     Returns:
         tokens [B, H, W] int64.
     """
-    batch, shape = seeds.shape[0], tuple(grid)
-    device = cond.device
-    if init_tokens is None:
-        if mask is not None:
-            raise ValueError("a mask needs init_tokens to keep")
-        x = random_codes(seeds, 0, Stream.INIT, shape, num_labels)
-    elif mask is not None:
-        x = torch.where(mask, random_codes(seeds, 0, Stream.INIT, shape, num_labels), init_tokens)
-    else:
-        x = init_tokens.to(torch.int64)
+    seeds, steps = rows.seeds, rows.steps
+    shape = tuple(rows.init.shape[1:])
+    start = random_codes(seeds, 0, Stream.INIT, shape, num_labels)
+    x = torch.where(rows.mask & rows.from_noise[:, None, None], start, rows.init)
     init = x
-    r_range = torch.linspace(0, 1, config.steps + 1, device=device)
-    temps = temperatures(config)
-    typical_mass = config.typical_mass if config.typical_filtering else None
-    for i in range(config.start_step, config.steps):
-        prev = x
-        r = r_range[i].expand(batch)
-        logits = guided_logits(model, x, cond, r, scale=config.guidance_scale, uncond=uncond)  # (B, V, H, W)
-        logits = logits.permute(0, 2, 3, 1).float().contiguous()  # (B, H, W, V)
-        u = uniforms(seeds, i, Stream.DRAW, shape)
-        x = draw_codes(
-            logits,
-            u,
-            temperature=temps[i],
-            typical_mass=typical_mass,
-            typical_min_tokens=config.typical_min_tokens,
-        )
-        if mask is not None:
-            x = torch.where(mask, x, init)
-        if i < config.effective_renoise_steps:
-            replacement = {"start": init, "prev": prev, "rand": None}[config.renoise_mode]
-            x = noise_tokens(
-                x, r_range[i + 1], seeds=seeds, step=i + 1, num_labels=num_labels, replacement=replacement
+    r_range = torch.linspace(0, 1, steps + 1, device=seeds.device)
+    mode = rows.renoise_mode[:, None, None]
+    for i in range(rows.first_step, steps):
+        r = r_range[i].expand(seeds.shape[0])
+        if rows.guided:
+            both = model(torch.cat([x, x]), torch.cat([rows.cond, rows.uncond]), torch.cat([r, r]))
+            cond, uncond = (half.permute(0, 2, 3, 1) for half in both.chunk(2))  # (B, H, W, V) each
+        else:
+            cond, uncond = model(x, rows.cond, r).permute(0, 2, 3, 1), None
+        new = pick(cond, uncond, rows, uniforms(seeds, i, Stream.DRAW, shape), i)
+        new = torch.where(rows.mask, new, init)
+        if i + 1 < steps:
+            fresh = random_codes(seeds, i + 1, Stream.CODES, shape, num_labels)
+            replacement = torch.where(mode == 0, init, torch.where(mode == 1, x, fresh))
+            noised = noise_tokens(
+                new, r_range[i + 1], seeds=seeds, step=i + 1, num_labels=num_labels, replacement=replacement
             )
+            new = torch.where((rows.renoise_steps > i)[:, None, None], noised, new)
+        x = torch.where((rows.start_step <= i)[:, None, None], new, x)
     return x

@@ -1,17 +1,15 @@
-"""Reading and writing our weight folders, and loading the published Paella v1 checkpoints.
+"""Tensors of our weight folders (format in `model.folder`), and the published Paella v1 checkpoints.
 
-A folder holds config.json, one safetensors file per network, optional extra files (a word
-list, a model card) and manifest.json with the sha256 of every other file, checked on load.
 Nothing here touches the network: every path is a local file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import math
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,13 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from model.clip import ClipEncoder, WordTokenizer
 from model.config import PAELLA_V1, DenoiserConfig, ModelConfig, VQGANConfig
 from model.denoiser import Denoiser
+from model.folder import CONFIG, PARTS, check_extra_names, part_file, read_config, verify, write_manifest
 from model.vqgan import VQGAN
-
-PARTS = ("denoiser", "vqgan", "clip")
-CONFIG = "config.json"
-MANIFEST = "manifest.json"
 
 StateDict = dict[str, Tensor]
 M = TypeVar("M", bound=nn.Module)
@@ -57,43 +53,50 @@ def write_folder(
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)}; expected some of {PARTS}")
     extra = dict(extra_files or {})
-    for name in extra:
-        _check_name(name)
-        if name in (CONFIG, MANIFEST) or name in {f"{p}.safetensors" for p in PARTS}:
-            raise ValueError(f"extra file {name!r} would overwrite a file the folder format owns")
-
+    check_extra_names(extra)
     written = [CONFIG]
     (path / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     for part, state in tensors.items():
-        save_file(_storable(state, dtype), path / f"{part}.safetensors", metadata={"format": "pt"})
-        written.append(f"{part}.safetensors")
+        save_file(_storable(state, dtype), path / part_file(part), metadata={"format": "pt"})
+        written.append(part_file(part))
     for name, data in extra.items():
         (path / name).write_bytes(data)
         written.append(name)
-    manifest = {"files": {name: _sha256(path / name) for name in written}}
-    (path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(path, written)
     return path
 
 
 def read_folder(path: str | Path, parts: Iterable[str] = PARTS) -> tuple[ModelConfig, dict[str, StateDict]]:
-    """The config and the state dicts of `parts`, after checking each file read against the manifest."""
+    """The config and the state dicts of `parts`, after checking each file read against the manifest
+    (a whole read checks the extra files too)."""
     path = Path(path)
     parts = tuple(parts)
-    manifest = _manifest(path)
-    names = [CONFIG, *(f"{p}.safetensors" for p in parts)]
-    if set(parts) == set(PARTS):  # a whole read checks the extra files too
-        names += [name for name in manifest if name not in names]
-    for name in names:
-        _verify(path, manifest, name)
-    config = ModelConfig.from_dict(json.loads((path / CONFIG).read_text()))
-    return config, {part: load_file(path / f"{part}.safetensors") for part in parts}
+    verify(path, None if set(parts) == set(PARTS) else [part_file(p) for p in parts])
+    return read_config(path), {part: load_file(path / part_file(part)) for part in parts}
 
 
-def read_extra(path: str | Path, name: str) -> bytes:
-    """The bytes of an extra file of a weight folder, checked against the manifest."""
-    path = Path(path)
-    _verify(path, _manifest(path), name)
-    return (path / name).read_bytes()
+def write_random_folder(
+    path: str | Path, config: ModelConfig, vocabulary: Sequence[str] | None = None, seed: int = 0
+) -> Path:
+    """A weight folder of `config` with seeded random weights (fan-in scaled, so every input matters):
+    the cost of a model without its trained weights, for tests and benchmarks."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        clip = ClipEncoder(config.clip, vocabulary)
+        modules = {"denoiser": Denoiser(config.denoiser), "vqgan": VQGAN(config.vqgan), "clip": clip.model}
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for part, module in modules.items():
+        state = {}
+        for name, t in module.state_dict().items():
+            if t.is_floating_point():
+                t = torch.randn(t.shape, generator=g) / math.sqrt(
+                    math.prod(t.shape[1:]) if t.dim() > 1 else 1
+                )
+            state[name] = t
+        tensors[part] = state
+    extra = {} if vocabulary is None else {"vocab.json": WordTokenizer(vocabulary).to_json().encode()}
+    return write_folder(path, config, tensors, extra_files=extra)
 
 
 def load_module(module: M, state: Mapping[str, Tensor], *, dtype: torch.dtype | None = None) -> M:
@@ -117,7 +120,7 @@ def load_official_denoiser(path: str | Path, **config: Any) -> Denoiser:
     """
     state = _torch_load(path)
     with torch.device("meta"):
-        model = Denoiser(DenoiserConfig(**_tuples(config)))
+        model = Denoiser(DenoiserConfig.from_dict(config))
     return _frozen(_load_strict(path, model, state))
 
 
@@ -136,7 +139,7 @@ def load_official_vqgan(path: str | Path, **config: Any) -> VQGAN:
         raise ValueError(f"{path}: expected a dict with a 'state_dict' entry")
     state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("loss.")}
     with torch.device("meta"):
-        model = VQGAN(VQGANConfig(**_tuples(config)))
+        model = VQGAN(VQGANConfig.from_dict(config))
     return _frozen(_load_strict(path, model, state))
 
 
@@ -208,10 +211,6 @@ def _frozen(module: M) -> M:
     return module
 
 
-def _tuples(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-
-
 def _storable(state: Mapping[str, Tensor], dtype: torch.dtype | None) -> StateDict:
     """Contiguous CPU tensors that each own their memory, as safetensors requires."""
     out: StateDict = {}
@@ -227,34 +226,3 @@ def _storable(state: Mapping[str, Tensor], dtype: torch.dtype | None) -> StateDi
         seen.add(t.untyped_storage().data_ptr())
         out[name] = t
     return out
-
-
-def _sha256(file: Path) -> str:
-    with file.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _check_name(name: str) -> None:
-    if not name or Path(name).name != name or name in (".", ".."):
-        raise ValueError(f"{name!r} is not a plain file name")
-
-
-def _manifest(path: Path) -> dict[str, str]:
-    try:
-        files = json.loads((path / MANIFEST).read_text())["files"]
-    except FileNotFoundError as e:
-        raise ValueError(f"{path / MANIFEST}: missing; not a weight folder") from e
-    for name in files:
-        _check_name(name)
-    return dict(files)
-
-
-def _verify(path: Path, manifest: Mapping[str, str], name: str) -> None:
-    """Check one file's sha256 against the manifest."""
-    if name not in manifest:
-        raise ValueError(f"{path / name}: not listed in {MANIFEST}")
-    file = path / name
-    if not file.is_file():
-        raise ValueError(f"{file}: listed in {MANIFEST} but missing")
-    if _sha256(file) != manifest[name]:
-        raise ValueError(f"{file}: sha256 does not match {MANIFEST}; the file is damaged or was changed")

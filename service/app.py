@@ -1,4 +1,5 @@
-"""`create_app()`: the FastAPI app, whose lifespan loads the model once and owns the queue and worker."""
+"""`create_app()`: the one place that wires the three sides. The lifespan loads the model once, owns the
+queue and, in `paella serve`, the GPU worker; the HTTP side alone (`paella api`) never imports torch."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ from typing import TYPE_CHECKING, cast
 
 from fastapi import FastAPI
 
-from service.broker import Broker, InProcessBroker, WorkQueue
-from service.errors import install_error_handlers
-from service.executor import Executor
-from service.intake import Intake, ModelInfo
-from service.middleware import BodyLimit, RequestMetrics
-from service.routes import router
+from model.config import ModelConfig
+from model.folder import read_config
+from service.http.errors import install_error_handlers
+from service.http.intake import Intake
+from service.http.middleware import BodyLimit, RequestMetrics
+from service.http.routes import router
+from service.queue.broker import Broker, WorkQueue
+from service.queue.inprocess import InProcessBroker
 from service.runtime import Runtime
 from service.settings import Settings
-from service.worker import Worker
 
 if TYPE_CHECKING:
     from model.pipeline import Pipeline
+    from service.gpu.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +49,16 @@ def make_broker(settings: Settings) -> Broker:
     """Redis Streams when `redis_url` is set, else the in-process queue."""
     if settings.redis_url is None:
         return InProcessBroker(max_queue_depth=settings.max_queue_depth, retry_after_s=settings.retry_after_s)
-    from service.redis_broker import RedisBroker
+    from service.queue.redis_broker import RedisBroker
 
     return RedisBroker.from_settings(settings)
 
 
 def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker:
     """A worker running `pipeline` on `queue`, warming up each batch-size bucket first."""
+    from service.gpu.executor import Executor
+    from service.gpu.worker import Worker
+
     size = pipeline.config.image_size
 
     def warmup() -> None:
@@ -72,12 +78,13 @@ async def _start(
 ) -> None:
     """Load the model (in a thread), connect the queue and start the worker; record any failure."""
     try:
+        model: ModelConfig
         if run_worker and pipeline is None:
             pipeline = await asyncio.to_thread(load_pipeline, settings)
         if pipeline is not None:
-            model = ModelInfo.from_config(pipeline.config)
+            model = pipeline.config
         else:
-            model = await asyncio.to_thread(ModelInfo.from_folder, settings.weights)
+            model = await asyncio.to_thread(read_config, settings.weights)
         runtime.broker = broker if broker is not None else make_broker(settings)
         if run_worker and pipeline is not None:
             runtime.worker = make_worker(settings, runtime.broker, pipeline)

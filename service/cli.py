@@ -1,17 +1,15 @@
-"""The `paella` command line: serve, api, worker and convert-weights, all reading one Settings."""
+"""The `paella` command line: serve, api and worker, all reading one Settings."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from service.settings import Settings, env_name
-from training.cli import register as register_training_commands
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -75,16 +73,6 @@ def worker(settings: Settings) -> None:
             exporter.server_close()
 
 
-def convert_weights(args: argparse.Namespace) -> None:
-    import torch
-
-    from model.weights import convert_official
-
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    out = convert_official(args.denoiser, args.vqgan, args.clip, args.out, dtype=dtype)
-    print(f"wrote {out}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paella", description="Paella Serve")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,28 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, help in commands.items():
         add_settings_options(sub.add_parser(name, help=help, description=help))
-    convert = sub.add_parser(
-        "convert-weights", help="turn the published Paella v1 files into a weight folder"
-    )
-    convert.add_argument("denoiser", type=Path, help="Paella's model_600000.pt")
-    convert.add_argument("vqgan", type=Path, help="ruDALL-E's vqgan.gumbelf8-sber.model.ckpt")
-    convert.add_argument("clip", type=Path, help="OpenCLIP ViT-g-14's open_clip_pytorch_model.bin")
-    convert.add_argument("--out", type=Path, required=True, help="the weight folder to write")
-    convert.add_argument("--bf16", action="store_true", help="store floating-point tensors as bfloat16")
-    register_training_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "handler"):  # the training commands carry their own handler
-        args.handler(args)
-        return
     handlers: dict[str, Any] = {
         "serve": lambda: serve(settings_from(args), run_worker=True),
         "api": lambda: serve(_with_redis(settings_from(args)), run_worker=False),
         "worker": lambda: worker(_with_redis(settings_from(args))),
-        "convert-weights": lambda: convert_weights(args),
     }
     handlers[args.command]()
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from service.broker import Broker
-from service.errors import ApiError
-from service.intake import Intake
-from service.jobs import Job
-from service.worker import Worker
+from service.errors import not_ready
+from service.http.intake import Intake
+from service.queue.broker import Broker
+from service.queue.jobs import Job
+
+if TYPE_CHECKING:
+    from service.gpu.worker import Worker
 
 
 @dataclass
@@ -25,22 +28,25 @@ class Runtime:
 
     async def submit(self, job: Job) -> list[bytes]:
         if self.broker is None:
-            raise ApiError(503, "not_ready", "the service is starting", headers={"Retry-After": "1"})
+            raise not_ready("the service is starting")
         return await self.broker.submit(job)
 
     async def not_ready(self) -> str | None:
         """Why the service cannot take work now, or None when it can."""
         if self.failure is not None:
-            return self.failure
+            return "start-up failed"
         if self.broker is None or self.intake is None:
             return "loading the model"
         if self.worker is not None and not self.worker.ready.is_set():
             return "warming up"
         try:
-            reachable = await self.broker.ping()
-        except Exception as e:
-            return f"the queue is unreachable: {e}"
-        return None if reachable else "the queue is unreachable"
+            if not await self.broker.ping():
+                return "the queue is unreachable"
+            if self.worker is None and await self.broker.live_workers() == 0:
+                return "no worker is alive"
+        except Exception:
+            return "the queue is unreachable"
+        return None
 
     async def refresh_depth(self) -> None:
         """Read the queue depth into `paella_queue_depth` (other processes move it between requests)."""

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
-import torch
 
-from model.clip import ClipEncoder, WordTokenizer
+from model.clip import WordTokenizer
 from model.config import CLIPConfig, DenoiserConfig, ModelConfig, SamplerConfig, VQGANConfig
-from model.denoiser import Denoiser
-from model.vqgan import VQGAN
-from model.weights import write_folder
+from model.weights import write_random_folder
 
 TINY_CAPTIONS = (
     "a red circle",
@@ -60,38 +56,24 @@ def tiny_vocabulary() -> list[str]:
     return WordTokenizer.from_corpus(TINY_CAPTIONS).words
 
 
-def randomized(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """The module's state dict refilled with seeded noise (fan-in scaled), so every input matters."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, t in module.state_dict().items():
-        if t.is_floating_point():
-            fan_in = math.prod(t.shape[1:]) if t.dim() > 1 else 1
-            t = torch.randn(t.shape, generator=g) / math.sqrt(fan_in)
-        out[name] = t
-    return out
-
-
-def write_random_model(path: Path, config: ModelConfig, vocab: list[str], seed: int = 0) -> Path:
-    """Write a model of `config` with seeded random weights to `path` as a weight folder (with vocab.json)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        clip = ClipEncoder(config.clip, vocab)
-        tensors = {
-            "denoiser": randomized(Denoiser(config.denoiser), seed),
-            "vqgan": randomized(VQGAN(config.vqgan), seed + 1),
-            "clip": randomized(clip.model, seed + 2),
-        }
-    vocab_json = WordTokenizer(vocab).to_json().encode()
-    return write_folder(path, config, tensors, extra_files={"vocab.json": vocab_json})
-
-
 def write_tiny_model(path: Path, seed: int = 0) -> Path:
     """Write the tiny random model to `path` as a weight folder (vocab.json included)."""
-    return write_random_model(path, tiny_model_config(), tiny_vocabulary(), seed)
+    return write_random_folder(path, tiny_model_config(), tiny_vocabulary(), seed)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Paella weight folder (see `tiny_model_config`), written once per session."""
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU checks run where there is a GPU (scripts/gpu-tests.sh on the GPU machine); skipped elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run scripts/gpu-tests.sh on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,23 +1,24 @@
-"""`train`, `pack` and `eval` commands, for `python -m training` and the `paella` command line."""
+"""The training side's command line, `python -m training` (or `paella-train`): train, pack, eval and
+convert-weights."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
+from model.config import Knobs
+from model.folder import PARTS, part_file
 from training.mini import PAELLA_MINI
 
-NETWORKS = ("vqgan", "clip", "denoiser")
 # Shares of `train all --minutes` per network, run one after another.
 ALL_SHARES = {"vqgan": 0.3, "clip": 0.2, "denoiser": 0.5}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `train`, `pack` and `eval` to a command line's subparsers."""
+    """Add `train`, `pack`, `eval` and `convert-weights` to a command line's subparsers."""
     train = subparsers.add_parser("train", help="train paella-mini's networks on the shapes world")
-    train.add_argument("network", choices=(*NETWORKS, "all"))
+    train.add_argument("network", choices=(*PARTS, "all"))
     train.add_argument(
         "--out",
         type=Path,
@@ -64,6 +65,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ev.add_argument("--temp", type=float, nargs=2, metavar=("START", "END"), help="sampler override")
     ev.add_argument("--typical", type=float, help="sampler override: typical mass (0: off)")
     ev.set_defaults(handler=_eval)
+
+    convert = subparsers.add_parser(
+        "convert-weights", help="turn the published Paella v1 files into a weight folder"
+    )
+    convert.add_argument("denoiser", type=Path, help="Paella's model_600000.pt")
+    convert.add_argument("vqgan", type=Path, help="ruDALL-E's vqgan.gumbelf8-sber.model.ckpt")
+    convert.add_argument("clip", type=Path, help="OpenCLIP ViT-g-14's open_clip_pytorch_model.bin")
+    convert.add_argument("--out", type=Path, required=True, help="the weight folder to write")
+    convert.add_argument("--bf16", action="store_true", help="store floating-point tensors as bfloat16")
+    convert.set_defaults(handler=_convert)
 
 
 def _budget(args: argparse.Namespace, share: float = 1.0) -> dict[str, object]:
@@ -116,7 +127,7 @@ def _pack_folder(parts: Path, out: Path, results: Path | None) -> None:
     from training.pack import pack
 
     report = None if results is None else json.loads(results.read_text())
-    files = {name: parts / f"{name}.safetensors" for name in NETWORKS}
+    files = {name: parts / part_file(name) for name in PARTS}
     print(f"packed {pack(out, parts=files, config=PAELLA_MINI, results=report)}")
 
 
@@ -129,22 +140,26 @@ def _eval(args: argparse.Namespace) -> None:
     from training.eval import evaluate, write_report
 
     pipe = Pipeline.from_folder(args.weights, device=args.device)
-    changes: dict[str, object] = {}
-    if args.steps is not None:
-        changes["steps"] = args.steps
-    if args.guidance is not None:
-        changes["guidance_scale"] = args.guidance
+    sampler = pipe.config.sampler.with_knobs(
+        Knobs(steps=args.steps, guidance_scale=args.guidance, typical_mass=args.typical)
+    )
     if args.temp is not None:
-        changes["temp_range"] = tuple(args.temp)
-    if args.typical is not None:
-        changes |= {"typical_filtering": args.typical > 0, "typical_mass": args.typical or 0.2}
-    sampler = dataclasses.replace(pipe.config.sampler, **changes)  # type: ignore[arg-type]
+        sampler = sampler.replace(temp_range=tuple(args.temp))
     report = evaluate(
         pipe, n_seen=args.seen, n_held_out=args.held_out, n_ops=args.ops, sampler=sampler, batch=args.batch
     )
     report["weights"] = str(args.weights)
     write_report(report, args.out)
     print(f"wrote {args.out}")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    import torch
+
+    from model.weights import convert_official
+
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    print(f"wrote {convert_official(args.denoiser, args.vqgan, args.clip, args.out, dtype=dtype)}")
 
 
 def main(argv: list[str] | None = None) -> None:

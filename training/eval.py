@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from model.config import SamplerConfig
+from model.ops import Draw, Generate, Inpaint, Mask, Operation, Outpaint, Picture, Variation
 from model.pipeline import Pipeline
 from training import world
 from training.judge import FAR, Judgement, judge, nearest_color
@@ -48,14 +48,19 @@ def scores(judged: Sequence[Judgement], expected: Sequence[tuple[int, ...]]) -> 
     return out
 
 
-def batched(
-    fn: Callable[..., list[Image.Image]], batch: int, n: int, **lists: Sequence[Any]
+def run(
+    pipe: Pipeline, ops: Sequence[Operation], seeds: Sequence[int], sampler: SamplerConfig, batch: int
 ) -> list[np.ndarray]:
-    """Call a pipeline method on slices of equal-length keyword lists; uint8 arrays out."""
+    """One picture per (operation, seed), `batch` at a time; uint8 arrays out."""
+    draws = [Draw(op, seed, sampler) for op, seed in zip(ops, seeds, strict=True)]
     out: list[np.ndarray] = []
-    for i in range(0, n, batch):
-        out += [np.asarray(im) for im in fn(**{k: v[i : i + batch] for k, v in lists.items()})]
+    for i in range(0, len(draws), batch):
+        out += [np.asarray(im) for im in pipe.images(draws[i : i + batch])]
     return out
+
+
+def picture(array: np.ndarray) -> Picture:
+    return Picture.from_array(array)
 
 
 def eval_generation(
@@ -63,13 +68,7 @@ def eval_generation(
 ) -> dict[str, Any]:
     """Judge text-to-image pictures of single-object prompts, seen and held-out triples apart."""
     ev = world.eval_prompts(n_seen, n_held_out)
-    images = batched(
-        lambda prompts, seeds: pipe.generate(prompts, seeds=seeds, width=128, height=128, sampler=sampler),
-        batch,
-        len(ev.prompts),
-        prompts=ev.prompts,
-        seeds=ev.seeds,
-    )
+    images = run(pipe, [Generate(p, 128, 128) for p in ev.prompts], ev.seeds, sampler, batch)
     judged = [judge(im) for im in images]
     expected = truth(ev.scenes)
     held = ev.held_out.tolist()
@@ -144,17 +143,11 @@ def eval_inpainting(
         )
     prompts = world.full_captions(asked).texts()
     seeds = [seed * 7919 + i for i in range(n)]
-    outs = batched(
-        lambda images, masks, prompts, seeds: pipe.inpaint(
-            images, masks, prompts, seeds=seeds, sampler=sampler
-        ),
-        batch,
-        n,
-        images=sources,
-        masks=masks,
-        prompts=prompts,
-        seeds=seeds,
-    )
+    ops = [
+        Inpaint(picture(src), Mask.from_array(m), p)
+        for src, m, p in zip(sources, masks, prompts, strict=True)
+    ]
+    outs = run(pipe, ops, seeds, sampler, batch)
     palette = np.array([rgb for _, rgb in world.COLORS], dtype=np.uint8)
     judged, errors = [], []
     for out, src, mask, bg in zip(outs, sources, masks, scenes.background.tolist(), strict=True):
@@ -171,16 +164,8 @@ def eval_outpainting(pipe: Pipeline, n: int, sampler: SamplerConfig, batch: int,
     """Extend one-object pictures by 64 px on the right: the original stays, the new area is background."""
     ev = world.eval_prompts(n, 0, seed=seed)
     sources = to_arrays(world.render(ev.scenes))
-    outs = batched(
-        lambda images, prompts, seeds: pipe.outpaint(
-            images, prompts, left=0, right=64, up=0, down=0, seeds=seeds, sampler=sampler
-        ),
-        batch,
-        n,
-        images=sources,
-        prompts=ev.prompts,
-        seeds=ev.seeds,
-    )
+    ops = [Outpaint(picture(src), p, right=64) for src, p in zip(sources, ev.prompts, strict=True)]
+    outs = run(pipe, ops, ev.seeds, sampler, batch)
     palette = np.array([rgb for _, rgb in world.COLORS], dtype=np.float64)
     kept, background, clean = [], [], []
     for out, src, bg in zip(outs, sources, ev.scenes.background.tolist(), strict=True):
@@ -200,13 +185,7 @@ def eval_variations(pipe: Pipeline, n: int, sampler: SamplerConfig, batch: int, 
     """Variations of one-object pictures: how often the judge reads the source's attributes back."""
     ev = world.eval_prompts(n, 0, seed=seed)
     sources = to_arrays(world.render(ev.scenes))
-    outs = batched(
-        lambda images, seeds: pipe.variations(images, seeds=seeds, width=128, height=128, sampler=sampler),
-        batch,
-        n,
-        images=sources,
-        seeds=ev.seeds,
-    )
+    outs = run(pipe, [Variation(picture(src), 128, 128) for src in sources], ev.seeds, sampler, batch)
     same = scores([judge(o) for o in outs], truth(ev.scenes))
     chance = {"background": 1 / 9, "color": 1 / 8, "shape": 1 / 3, "size": 1 / 2, "position": 1 / 5}
     return {"same_as_source": same, "chance": {k: round(v, 4) for k, v in chance.items()}}

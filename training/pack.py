@@ -1,4 +1,4 @@
-"""Pack the three trained networks into a weight folder (docs/contracts.md) with a model card."""
+"""Pack the three trained networks into a weight folder (`model.folder`) with a model card."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import torch
 
 from model.clip import WordTokenizer
 from model.config import ModelConfig
+from model.folder import PARTS
 from model.weights import write_folder
 from training import world
 from training.loop import json_config, load_part
 from training.mini import PAELLA_MINI
-
-PARTS = ("vqgan", "clip", "denoiser")
 
 
 def pack(
@@ -107,7 +106,7 @@ Captions leave words out at random ("a red circle", "a blue background").
   embedding, 10% on zeros (classifier-free guidance); AdamW, warmup + cosine, EMA weights.
 
 The shipped weights came from three calls on one GPU (H100, H100, H200), the first two running two
-trainers side by side (`paella` and `python -m training` take the same arguments):
+trainers side by side (`python -m training` and `paella-train` take the same arguments):
 
 ```bash
 # call 1: the VQGAN and the CLIP, independent of each other
@@ -135,7 +134,7 @@ python -m training pack --parts runs/mini --out weights/{config.name} --results 
 {s.steps} steps, classifier-free guidance {s.guidance_scale},
 temperature {s.temp_range[0]} -> {s.temp_range[1]}, locally typical sampling
 {"mass " + str(s.typical_mass) if s.typical_filtering else "off"}, renoise mode `{s.renoise_mode}`.
-These were picked by running `paella eval --guidance G --temp A B --typical M` over a handful of
+These were picked by running `python -m training eval --guidance G --temp A B --typical M` over a handful of
 settings on the same prompt set the results below use, so the results lean slightly optimistic.
 On a 2-core laptop-class CPU one 128x128 picture takes about a third of a second
 (`benchmarks/pipeline_cpu.py`).
@@ -207,6 +206,7 @@ def results_table(r: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"Sampler: {s['steps']} steps, guidance {s['guidance_scale']}, typical filtering {typical}, "
-        f"temperature {s['temp_range'][0]} -> {s['temp_range'][1]}. The whole report: `paella eval`'s JSON."
+        f"temperature {s['temp_range'][0]} -> {s['temp_range'][1]}. "
+        "The whole report: `python -m training eval`'s JSON."
     )
     return "\n".join(lines)

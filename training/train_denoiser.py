@@ -10,7 +10,6 @@ fraction of samples the CLIP image embedding of the same picture (so variations 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from model.clip import ClipEncoder, WordTokenizer
 from model.config import CLIPConfig, DenoiserConfig, VQGANConfig
 from model.denoiser import Denoiser
+from model.sampler import noise_tokens
 from model.vqgan import VQGAN
 from training import world
 from training.data import SceneStream, batches
@@ -28,13 +28,6 @@ from training.mini import MINI_CLIP, MINI_DENOISER, MINI_VQGAN
 P_IMAGE = 0.2  # samples conditioned on the CLIP image embedding
 P_UNCOND = 0.1  # samples conditioned on zeros
 LABEL_SMOOTHING = 0.1
-
-
-def noise_tokens(tokens: torch.Tensor, r: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """Replace each token with probability cos(r * pi / 2) by a uniformly random code (Paella v1)."""
-    p = torch.cos(r * (math.pi / 2))[:, None, None]  # (B, 1, 1)
-    noise = torch.randint_like(tokens, num_labels)
-    return torch.where(torch.rand(tokens.shape, device=tokens.device) < p, noise, tokens)
 
 
 def train_denoiser(
@@ -87,7 +80,8 @@ def train_denoiser(
         cond = torch.where(u < P_IMAGE, image, text)
         cond = torch.where(u > 1 - P_UNCOND, torch.zeros_like(cond), cond)
         r = torch.rand(n, device=dev)
-        noisy = noise_tokens(tokens, r, config.num_labels)
+        seeds = torch.randint(-(2**63), 2**63 - 1, (n,), device=dev)  # the noise of Paella v1's training
+        noisy = noise_tokens(tokens, r, seeds=seeds, step=0, num_labels=config.num_labels)
         with autocast(dev):
             logits = model(noisy, cond, r)  # (B, num_labels, h, w)
         loss = F.cross_entropy(logits.float(), tokens, label_smoothing=LABEL_SMOOTHING)

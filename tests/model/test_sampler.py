@@ -3,16 +3,17 @@ import math
 import pytest
 import torch
 
-from model.config import SamplerConfig
+from model.config import RENOISE_MODES, SamplerConfig
 from model.sampler import (
+    Rows,
     Stream,
     draw_codes,
-    guided_logits,
+    guide,
     noise_tokens,
     random_bits,
     random_codes,
     sample,
-    typical_filter,
+    typical_keep,
     uniforms,
 )
 
@@ -35,6 +36,50 @@ class FakeDenoiser:
         c = cond.permute(0, 2, 3, 1) @ self.proj if spatial else (cond @ self.proj)[:, None, None, :]
         logits = self.table[tokens] + c + r[:, None, None, None] * 3
         return logits.permute(0, 3, 1, 2)  # (B, V, H, W)
+
+
+def rows(
+    cond: torch.Tensor,
+    seeds: torch.Tensor,
+    grid: tuple[int, int],
+    config: SamplerConfig,
+    *,
+    uncond: torch.Tensor | None = None,
+    init: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> Rows:
+    """Rows of one sampler config for every sample: random starts, or `init` kept outside `mask`."""
+    B = seeds.shape[0]
+
+    def full(value: float | int | bool, dtype: torch.dtype) -> torch.Tensor:
+        return torch.full((B,), value, dtype=dtype)
+
+    temps = torch.linspace(*config.temp_range, config.steps, dtype=torch.float64).float()
+    return Rows(
+        cond=cond,
+        uncond=torch.zeros_like(cond) if uncond is None else uncond,
+        seeds=seeds,
+        init=torch.zeros(B, *grid, dtype=torch.int64) if init is None else init,
+        mask=torch.ones(B, *grid, dtype=torch.bool) if mask is None else mask,
+        from_noise=full(init is None or mask is not None, torch.bool),
+        guidance=full(config.guidance_scale, torch.float32),
+        temperature=temps.expand(B, -1),
+        typical_mass=full(config.mass, torch.float32),
+        min_tokens=full(config.typical_min_tokens, torch.int64),
+        start_step=full(config.start_step, torch.int64),
+        renoise_steps=full(config.effective_renoise_steps, torch.int64),
+        renoise_mode=full(RENOISE_MODES.index(config.renoise_mode), torch.int64),
+        first_step=config.start_step,
+        guided=config.guided,
+        typical=config.mass > 0,
+    )
+
+
+def filtered(logits: torch.Tensor, mass: float, min_tokens: int = 1) -> torch.Tensor:
+    """Logits with the codes typical filtering removes at -inf."""
+    n = logits.shape[0]
+    keep = typical_keep(logits, torch.full((n,), mass), torch.full((n,), min_tokens))
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def _splitmix_reference(seed: int, step: int, stream: int, n: int) -> int:
@@ -98,12 +143,14 @@ def _slow_typical_keep(logits: torch.Tensor, mass: float, min_tokens: int) -> se
 def test_typical_filter_matches_a_slow_reimplementation(mass, min_tokens):
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(40, V, generator=g) * torch.linspace(0.1, 5, 40)[:, None]
-    filtered = typical_filter(logits, mass, min_tokens)
+    out = filtered(logits, mass, min_tokens)
     for row in range(logits.shape[0]):
-        kept = set(torch.isfinite(filtered[row]).nonzero().flatten().tolist())
+        kept = set(torch.isfinite(out[row]).nonzero().flatten().tolist())
         assert kept == _slow_typical_keep(logits[row], mass, min_tokens)
         assert len(kept) >= min_tokens
-        assert torch.equal(filtered[row, sorted(kept)], logits[row, sorted(kept)])
+        assert torch.equal(out[row, sorted(kept)], logits[row, sorted(kept)])
+    off = typical_keep(logits, torch.zeros(40), torch.ones(40, dtype=torch.int64))
+    assert off.all()  # mass 0: filtering off
 
 
 def test_inverse_cdf_reproduces_the_tempered_filtered_distribution():
@@ -111,10 +158,11 @@ def test_inverse_cdf_reproduces_the_tempered_filtered_distribution():
     logits = torch.randn(V, generator=g) * 2
     n = 20_000
     u = (torch.arange(n, dtype=torch.float64) + 0.5).div(n).float()  # an evenly spread grid of uniforms
-    rows = logits.expand(n, V)
+    repeated = logits.expand(n, V)
     for temperature, mass in [(1.0, None), (0.5, None), (1.0, 0.3), (1.7, 0.3)]:
-        codes = draw_codes(rows, u, temperature=temperature, typical_mass=mass)
-        allowed = logits if mass is None else typical_filter(logits, mass)
+        masses = None if mass is None else torch.full((n,), mass)
+        codes = draw_codes(repeated, u, temperature=torch.full((n,), temperature), typical_mass=masses)
+        allowed = logits if mass is None else filtered(logits[None], mass)[0]
         expected = (allowed / temperature).softmax(-1)
         freq = torch.bincount(codes, minlength=V).double() / n
         assert (freq - expected).abs().max() < 1e-3
@@ -125,31 +173,37 @@ def test_temperature_zero_is_the_argmax_of_the_kept_codes():
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(64, V, generator=g) * 3
     u = torch.rand(64, generator=g)
-    assert torch.equal(draw_codes(logits, u, temperature=0), logits.argmax(-1))
-    got = draw_codes(logits, u, temperature=0, typical_mass=0.2)
-    assert torch.equal(got, typical_filter(logits, 0.2).argmax(-1))
+    zero = torch.zeros(64)
+    assert torch.equal(draw_codes(logits, u, temperature=zero), logits.argmax(-1))
+    got = draw_codes(logits, u, temperature=zero, typical_mass=torch.full((64,), 0.2))
+    assert torch.equal(got, filtered(logits, 0.2).argmax(-1))
+    mixed = torch.tensor([0.0, 1.0]).repeat(32)  # per-row temperatures: the zero rows are argmax
+    assert torch.equal(draw_codes(logits, u, temperature=mixed)[::2], logits.argmax(-1)[::2])
 
 
-def test_guidance_is_one_batched_forward_and_off_below_zero():
-    model = FakeDenoiser()
+def test_guidance_blends_in_float32_per_row_and_is_off_below_zero():
     g = torch.Generator().manual_seed(4)
-    tokens = torch.randint(0, V, (3, 4, 4), generator=g)
-    cond, neg, r = torch.randn(3, C, generator=g), torch.randn(3, C, generator=g), torch.rand(3, generator=g)
-    plain, uncond = model(tokens, cond, r), model(tokens, torch.zeros_like(cond), r)
+    cond = torch.randn(4, 3, 3, V, generator=g).bfloat16()
+    uncond = torch.randn(4, 3, 3, V, generator=g).bfloat16()
+    scale = torch.tensor([-1.0, 0.0, 1.0, 4.0])
+    out = guide(cond, uncond, scale)
+    assert out.dtype == torch.float32
+    c, un = cond.float(), uncond.float()
+    assert torch.equal(out[0], c[0])  # off: the conditional logits exactly
+    assert torch.equal(out[1], un[1])
+    assert torch.allclose(out[2], c[2]) and torch.allclose(out[3], un[3] + 4 * (c[3] - un[3]), atol=1e-5)
+    assert torch.equal(guide(cond, None, scale), c)
+
+
+def test_guided_sampling_is_one_batched_forward_of_two_b():
+    model = FakeDenoiser()
+    seeds = torch.tensor([1, 2, 3])
+    cond = torch.randn(3, C, generator=torch.Generator().manual_seed(8))
+    sample(model, rows(cond, seeds, (4, 4), SamplerConfig(steps=3, guidance_scale=2.0)), num_labels=V)
+    assert model.calls == [6, 6, 6]
     model.calls.clear()
-    assert torch.equal(guided_logits(model, tokens, cond, r, scale=-1.0), plain)
-    assert model.calls == [3]
-    model.calls.clear()
-    assert torch.allclose(guided_logits(model, tokens, cond, r, scale=1.0), plain, atol=1e-6)
-    assert torch.allclose(guided_logits(model, tokens, cond, r, scale=0.0), uncond, atol=1e-6)
-    w = 4.0
-    assert torch.allclose(
-        guided_logits(model, tokens, cond, r, scale=w), uncond + w * (plain - uncond), atol=1e-5
-    )
-    assert torch.allclose(
-        guided_logits(model, tokens, cond, r, scale=0.0, uncond=neg), model(tokens, neg, r), atol=1e-6
-    )
-    assert model.calls[:4] == [6, 6, 6, 6]
+    sample(model, rows(cond, seeds, (4, 4), SamplerConfig(steps=3)), num_labels=V)
+    assert model.calls == [3, 3, 3]
 
 
 CONFIGS = [
@@ -166,16 +220,14 @@ def test_a_seed_gives_the_same_tokens_alone_or_anywhere_in_a_batch(config):
     g = torch.Generator().manual_seed(5)
     conds = torch.randn(4, C, generator=g)
     seeds = torch.tensor([11, 7, 123456789012, -3])
-    batch = sample(model, conds, seeds=seeds, grid=(6, 8), config=config, num_labels=V)
+    batch = sample(model, rows(conds, seeds, (6, 8), config), num_labels=V)
     assert model.calls == [8 if config.guidance_scale >= 0 else 4] * config.steps
     for i in range(4):
-        alone = sample(
-            model, conds[i : i + 1], seeds=seeds[i : i + 1], grid=(6, 8), config=config, num_labels=V
-        )
+        alone = sample(model, rows(conds[i : i + 1], seeds[i : i + 1], (6, 8), config), num_labels=V)
         assert torch.equal(alone[0], batch[i])
-    reordered = sample(model, conds.flip(0), seeds=seeds.flip(0), grid=(6, 8), config=config, num_labels=V)
+    reordered = sample(model, rows(conds.flip(0), seeds.flip(0), (6, 8), config), num_labels=V)
     assert torch.equal(reordered.flip(0), batch)
-    other_seeds = sample(model, conds, seeds=seeds + 1, grid=(6, 8), config=config, num_labels=V)
+    other_seeds = sample(model, rows(conds, seeds + 1, (6, 8), config), num_labels=V)
     assert (other_seeds != batch).float().mean() > 0.2
 
 
@@ -185,10 +237,10 @@ def test_spatial_conditions_and_negative_embeddings_are_batched_too():
     cond, neg = torch.randn(3, C, 4, 4, generator=g), torch.randn(3, C, 4, 4, generator=g)
     config = SamplerConfig(steps=3, guidance_scale=2.0)
     seeds = torch.tensor([1, 2, 3])
-    batch = sample(model, cond, seeds=seeds, grid=(4, 4), config=config, num_labels=V, uncond=neg)
-    alone = sample(model, cond[2:], seeds=seeds[2:], grid=(4, 4), config=config, num_labels=V, uncond=neg[2:])
+    batch = sample(model, rows(cond, seeds, (4, 4), config, uncond=neg), num_labels=V)
+    alone = sample(model, rows(cond[2:], seeds[2:], (4, 4), config, uncond=neg[2:]), num_labels=V)
     assert torch.equal(alone[0], batch[2])
-    zero = sample(model, cond, seeds=seeds, grid=(4, 4), config=config, num_labels=V)
+    zero = sample(model, rows(cond, seeds, (4, 4), config), num_labels=V)
     assert not torch.equal(zero, batch)
 
 
@@ -201,15 +253,9 @@ def test_a_mask_keeps_the_unmasked_tokens_exactly():
     mask[1, :, 4:] = True
     for mode in ("start", "prev", "rand"):
         config = SamplerConfig(steps=4, renoise_mode=mode, guidance_scale=2.0)
+        cond = torch.randn(2, C, generator=g)
         out = sample(
-            model,
-            torch.randn(2, C, generator=g),
-            seeds=torch.tensor([5, 6]),
-            grid=(8, 8),
-            config=config,
-            num_labels=V,
-            init_tokens=init,
-            mask=mask,
+            model, rows(cond, torch.tensor([5, 6]), (8, 8), config, init=init, mask=mask), num_labels=V
         )
         assert torch.equal(out[~mask], init[~mask])
         assert (out[mask] != init[mask]).float().mean() > 0.5
@@ -219,13 +265,7 @@ def test_starting_at_the_last_step_returns_the_initial_tokens():
     init = torch.randint(0, V, (2, 4, 4))
     config = SamplerConfig(steps=6, start_step=6)
     out = sample(
-        FakeDenoiser(),
-        torch.randn(2, C),
-        seeds=torch.tensor([1, 2]),
-        grid=(4, 4),
-        config=config,
-        num_labels=V,
-        init_tokens=init,
+        FakeDenoiser(), rows(torch.randn(2, C), torch.tensor([1, 2]), (4, 4), config, init=init), num_labels=V
     )
     assert torch.equal(out, init)
 
@@ -250,3 +290,11 @@ def test_noise_tokens_replaces_with_probability_cos_r_pi_over_2():
         replacement=replacement[:2],
     )
     assert per_sample[0].all() and not per_sample[1].any()
+    steps = noise_tokens(
+        tokens[:2], torch.tensor(0.5), seeds=seeds[:2], step=torch.tensor([1, 2]), num_labels=V
+    )
+    for i, step in enumerate((1, 2)):  # a step per sample keys each one's streams
+        one = noise_tokens(
+            tokens[i : i + 1], torch.tensor(0.5), seeds=seeds[i : i + 1], step=step, num_labels=V
+        )
+        assert torch.equal(steps[i], one[0])

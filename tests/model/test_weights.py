@@ -8,13 +8,13 @@ import torch
 import model.weights as weights
 from model.config import PAELLA_V1, DenoiserConfig, ModelConfig, VQGANConfig
 from model.denoiser import Denoiser
+from model.folder import read_config, read_extra
 from model.vqgan import VQGAN
 from model.weights import (
     convert_official,
     load_module,
     load_official_denoiser,
     load_official_vqgan,
-    read_extra,
     read_folder,
     write_folder,
 )
@@ -170,6 +170,29 @@ def test_a_missing_or_unlisted_file_is_rejected(tmp_path: Path, states):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"vqgan\.safetensors: not listed"):
         read_folder(folder, parts=["vqgan"])
+
+
+def test_the_config_alone_is_read_with_its_manifest_check_and_no_tensor(tmp_path: Path, states):
+    folder = write_folder(tmp_path / "m", CONFIG, states)
+    (folder / "denoiser.safetensors").unlink()  # not needed to read the config
+    assert read_config(folder) == CONFIG
+    (folder / "config.json").write_text((folder / "config.json").read_text().replace('"tiny"', '"evil"'))
+    with pytest.raises(ValueError, match=r"config\.json: sha256 does not match"):
+        read_config(folder)
+
+
+def test_random_folders_load_and_differ_by_seed(tmp_path: Path, tiny_model_dir: Path):
+    from model.weights import write_random_folder
+    from tests.conftest import tiny_model_config, tiny_vocabulary
+
+    again = write_random_folder(tmp_path / "same", tiny_model_config(), tiny_vocabulary(), seed=0)
+    other = write_random_folder(tmp_path / "other", tiny_model_config(), tiny_vocabulary(), seed=1)
+    _, a = read_folder(tiny_model_dir)
+    _, b = read_folder(again)
+    _, c = read_folder(other)
+    for part in a:
+        assert_same(a[part], b[part])
+    assert not torch.equal(a["denoiser"]["clf.weight"], c["denoiser"]["clf.weight"])
 
 
 def test_convert_official_writes_a_folder_the_reader_accepts(tmp_path: Path, states, monkeypatch):

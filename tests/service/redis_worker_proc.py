@@ -14,13 +14,10 @@ import time
 
 import redis
 
-from service.jobs import Slice
-from service.redis_broker import RedisBroker
-from service.worker import Worker
-
-
-def fake_png(key: str, seed: int) -> bytes:
-    return f"{key}/{seed}".encode()
+from service.gpu.worker import Worker
+from service.queue.jobs import Slice
+from service.queue.redis_broker import RedisBroker
+from tests.service.fakes import fake_png
 
 
 async def main(url: str, prefix: str, consumer: str, delay_s: float, claim_idle_ms: int) -> None:
@@ -32,7 +29,7 @@ async def main(url: str, prefix: str, consumer: str, delay_s: float, claim_idle_
         for s in slices:
             for i in range(s.start, s.stop):
                 log.rpush(f"{prefix}:test:computed", f"{consumer} {s.job.id} {i}")
-        return [[fake_png(s.job.key, seed) for seed in s.seeds] for s in slices]
+        return [[fake_png(s.job, seed) for seed in s.seeds] for s in slices]
 
     broker = RedisBroker(url, prefix=prefix, consumer=consumer, claim_idle_ms=claim_idle_ms)
     worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=20, poll_s=0.05)

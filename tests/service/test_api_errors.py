@@ -12,8 +12,8 @@ import pytest
 
 from model.pipeline import Pipeline
 from service.app import create_app
-from service.broker import InProcessBroker
-from service.jobs import Job
+from service.queue.inprocess import InProcessBroker
+from service.queue.jobs import Job
 from service.settings import Settings
 from tests.service.live import LiveServer, assert_error_shape, b64, png_bytes
 

@@ -61,7 +61,7 @@ def test_models_lists_the_served_model(client: httpx.Client, pipeline: Pipeline)
     assert card["id"] == pipeline.config.name
     assert card["object"] == "model"
     assert card["image_size"] == pipeline.config.image_size
-    assert card["size_multiple"] == pipeline.size_multiple
+    assert card["size_multiple"] == pipeline.config.size_multiple
 
 
 def test_metrics_count_requests_by_endpoint_and_status(client: httpx.Client) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from model.pipeline import Pipeline
 from service.app import create_app
+from service.http.routes import IMAGE_ROUTES, ImageRoute
 from service.settings import Settings
 from tests.service.live import LiveServer, b64, decoded_pngs, metric, png_bytes
 
@@ -129,16 +130,22 @@ def test_multipart_uploads_work_like_json(client: httpx.Client, grid: tuple[int,
     assert by_form.json()["data"] == by_json.json()["data"]
 
 
-def test_accept_png_with_one_image_answers_the_png_itself(
-    client: httpx.Client, grid: tuple[int, int]
+@pytest.mark.parametrize("route", IMAGE_ROUTES, ids=lambda r: r.path.rsplit("/", 1)[-1])
+def test_every_endpoint_answers_the_png_itself_for_one_image_with_accept_png(
+    client: httpx.Client, grid: tuple[int, int], route: ImageRoute
 ) -> None:
-    _, m = grid
-    body = {"prompt": "a red circle", "size": f"{m}x{m}", "steps": 2, "seed": 11}
-    raw = client.post("/v1/images/generations", json=body, headers={"Accept": "image/png"})
-    assert raw.status_code == 200
-    assert raw.headers["content-type"] == "image/png"
-    assert raw.headers["x-paella-seed"] == "11"
-    as_json = client.post("/v1/images/generations", json=body)
+    native, m = grid
+    path, body, _, _ = next(r for r in _requests(native, m) if r[0] == route.path)
+    body = {**body, "n": 1} if "n" in body else body
+    raw = client.post(path, json=body, headers={"Accept": "image/png"})
+    as_json = client.post(path, json=body)
+    if path.endswith("interpolations"):  # at least two frames: always the JSON list
+        assert (
+            raw.headers["content-type"] == "application/json" and raw.json()["data"] == as_json.json()["data"]
+        )
+        return
+    assert raw.status_code == 200 and raw.headers["content-type"] == "image/png"
+    assert raw.headers["x-paella-seed"] == "7"
     assert base64.b64decode(as_json.json()["data"][0]["b64_json"]) == raw.content
 
 

@@ -69,7 +69,7 @@ def settings(tiny_model_dir: Path) -> Iterator[Settings]:
 def test_api_and_worker_apart_on_redis(settings: Settings, tiny_model_dir: Path) -> None:
     pipeline = Pipeline.from_folder(tiny_model_dir)
     api = create_app(settings, run_worker=False)  # reads only config.json: no model in the API process
-    with LiveServer(api) as live, WorkerThread(settings, pipeline), live.client() as client:
+    with WorkerThread(settings, pipeline), LiveServer(api) as live, live.client() as client:
         m = 2 * client.get("/v1/models").json()["data"][0]["size_multiple"]
         body = {"prompt": "a red circle", "n": 2, "size": f"{2 * m}x{m}", "steps": 2, "seed": 5}
         first = client.post("/v1/images/generations", json=body)
@@ -94,10 +94,16 @@ def test_api_and_worker_apart_on_redis(settings: Settings, tiny_model_dir: Path)
         assert len(decoded_pngs(frames)) == 3
 
 
-def test_api_without_a_worker_answers_504_past_the_deadline(settings: Settings) -> None:
+def test_api_without_a_worker_is_not_ready_and_answers_504_past_the_deadline(settings: Settings) -> None:
     quick = settings.model_copy(update={"request_timeout_s": 0.3})
-    with LiveServer(create_app(quick, run_worker=False)) as live, live.client() as client:
-        assert client.get("/readyz").status_code == 200
+    with LiveServer(create_app(quick, run_worker=False), ready=False) as live, live.client() as client:
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["error"] == {
+            "code": "not_ready",
+            "message": "no worker is alive",
+            "field": None,
+        }
         answer = client.post("/v1/images/generations", json={"prompt": "a red circle"})
         assert answer.status_code == 504
         assert answer.json()["error"]["code"] == "deadline_exceeded"
@@ -115,7 +121,7 @@ def test_api_is_not_ready_while_redis_is_unreachable(settings: Settings) -> None
 def test_metrics_read_the_shared_queue_depth_at_scrape_time(settings: Settings) -> None:
     api = create_app(settings, run_worker=False)
     client = redis.Redis.from_url(REDIS_URL)
-    with LiveServer(api) as live, live.client() as http:
+    with LiveServer(api, ready=False) as live, live.client() as http:
         client.set(f"{settings.redis_stream_prefix}:depth", 3)  # as another API process would leave it
         assert metric(http.get("/metrics").text, "paella_queue_depth") == 3
         client.set(f"{settings.redis_stream_prefix}:depth", 0)  # ... and the workers drain it

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from service.batcher import Batcher
-from service.jobs import Job
+from service.gpu.batcher import Batcher
+from service.queue.jobs import Job
+from tests.service.fakes import fake_job
 
 T0 = 1000.0
 
 
 def job(name: str, n: int = 1, key: str = "a", created: float = T0, timeout_s: float = 60.0) -> Job:
-    return Job(name, "generations", key, {}, list(range(n)), created + timeout_s, created)
+    return fake_job(list(range(n)), key, timeout_s=timeout_s, id=name, created=created)
 
 
 def spans(batch: list) -> list[tuple[str, int, int]]:

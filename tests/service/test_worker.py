@@ -9,17 +9,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 from prometheus_client import REGISTRY
 
-from service.broker import InProcessBroker
-from service.jobs import DeadlineExceeded, Job, JobFailed, Slice
-from service.worker import Worker
-
-
-def fake_png(key: str, seed: int) -> bytes:
-    return f"{key}/{seed}".encode()
-
-
-def fake_execute(slices: list[Slice]) -> list[list[bytes]]:
-    return [[fake_png(s.job.key, seed) for seed in s.seeds] for s in slices]
+from service.errors import DeadlineExceeded, ServiceError
+from service.gpu.worker import Worker
+from service.queue.inprocess import InProcessBroker
+from service.queue.jobs import Slice
+from tests.service.fakes import fake_execute, fake_job, fake_png
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -51,10 +45,10 @@ def test_32_concurrent_requests_form_batches_with_per_seed_results() -> None:
         images = sample("paella_images_generated_total")
 
         async def body() -> None:
-            jobs = [Job.new("generations", f"k{i % 2}", {}, [i, 100 + i], 30) for i in range(32)]
+            jobs = [fake_job([i, 100 + i], f"k{i % 2}") for i in range(32)]
             answers = await asyncio.gather(*(broker.submit(j) for j in jobs))
             for j, answer in zip(jobs, answers, strict=True):
-                assert answer == [fake_png(j.key, s) for s in j.seeds]
+                assert answer == [fake_png(j, s) for s in j.seeds]
 
         await with_worker(broker, worker, body)
         assert sum(batches) == 64 and max(batches) == 8
@@ -69,7 +63,7 @@ def test_32_concurrent_requests_form_batches_with_per_seed_results() -> None:
 
 def test_executor_error_fails_every_job_of_the_batch() -> None:
     def execute(slices: list[Slice]) -> list[list[bytes]]:
-        if any(s.job.payload.get("bad") for s in slices):
+        if any(fake_png(s.job, 0).startswith(b"bad/") for s in slices):
             raise RuntimeError("boom")
         return fake_execute(slices)
 
@@ -78,12 +72,12 @@ def test_executor_error_fails_every_job_of_the_batch() -> None:
         worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=10)
 
         async def body() -> None:
-            bad = Job.new("generations", "k", {"bad": True}, [1, 2, 3, 4, 5, 6], 30)
-            good = Job.new("generations", "other", {}, [7], 30)
+            bad = fake_job([1, 2, 3, 4, 5, 6], "bad")
+            good = fake_job([7], "other")
             results = await asyncio.gather(broker.submit(bad), broker.submit(good), return_exceptions=True)
-            assert isinstance(results[0], JobFailed)
+            assert isinstance(results[0], ServiceError)
             assert (results[0].status, results[0].code) == (500, "generation_failed")
-            assert results[1] == [fake_png("other", 7)]
+            assert results[1] == [fake_png(good, 7)]
 
         await with_worker(broker, worker, body)
         assert len(worker.batcher) == 0  # the failed job's second slice was discarded
@@ -101,12 +95,13 @@ def test_expired_work_is_answered_504_without_reaching_the_executor() -> None:
     async def scenario() -> None:
         broker = InProcessBroker(max_queue_depth=100)
         worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=0)
-        expired = Job.new("generations", "k", {}, [1], timeout_s=-1)  # already past its deadline
+        expired = fake_job([1], timeout_s=-1)  # already past its deadline
         with pytest.raises(DeadlineExceeded):
             await broker.submit(expired)
 
         async def body() -> None:
-            assert await broker.submit(Job.new("generations", "k", {}, [2], 30)) == [fake_png("k", 2)]
+            j = fake_job([2])
+            assert await broker.submit(j) == [fake_png(j, 2)]
 
         await with_worker(broker, worker, body)
         assert expired.id not in seen
@@ -135,20 +130,20 @@ def test_warmup_runs_before_ready_and_stop_finishes_the_batch_in_hand() -> None:
         task = asyncio.create_task(worker.run())
         await worker.ready.wait()
         assert calls == ["warmup"] and sample("paella_worker_up") == before + 1
-        split = asyncio.create_task(broker.submit(Job.new("generations", "k", {}, [1, 2], 30)))
+        split = asyncio.create_task(broker.submit(fake_job([1, 2])))
         await asyncio.to_thread(started.wait, 5)
-        queued = asyncio.create_task(broker.submit(Job.new("generations", "k", {}, [3], 30)))
+        queued = asyncio.create_task(broker.submit(fake_job([3])))
         await asyncio.sleep(0)
         worker.stop()
         release.set()
         await task
         assert calls == ["warmup", "batch [(0, 1)]"]  # the batch in hand finished, nothing after it
         assert not worker.ready.is_set() and sample("paella_worker_up") == before
-        with pytest.raises(JobFailed) as info:
+        with pytest.raises(ServiceError) as info:
             await split  # its second image was given back unstarted
         assert info.value.code == "shutting_down"
         await broker.close()  # the lifespan closes the broker after the worker: the queued job is answered
-        with pytest.raises(JobFailed) as info:
+        with pytest.raises(ServiceError) as info:
             await queued
         assert (info.value.status, info.value.code) == (503, "shutting_down")
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.ops import Draw, Generate
 from model.pipeline import Pipeline
 from model.weights import read_folder
 from training.judge import judge
@@ -39,7 +40,9 @@ def test_the_shipped_folder_is_small_and_its_manifest_checks_out():
 
 def test_real_prompts_give_the_pictures_they_ask_for(mini):
     prompts = [f"a {size} {c} {s} in the {p} on a {bg} background" for size, c, s, p, bg in ASKED]
-    images = mini.generate(prompts, seeds=list(range(len(prompts))), width=128, height=128)
+    images = mini.images(
+        [Draw(Generate(p, 128, 128), seed, mini.config.sampler) for seed, p in enumerate(prompts)]
+    )
     right = 0
     for image, (_, color, shape, position, background) in zip(images, ASKED, strict=True):
         assert image.size == (128, 128)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from model.config import CLIPConfig, DenoiserConfig, ModelConfig, SamplerConfig, VQGANConfig
+from model.ops import Draw, Generate
 from model.pipeline import Pipeline
 from model.weights import read_folder
 from training.pack import pack
@@ -90,9 +91,8 @@ def test_pack_loads_through_the_pipeline_and_generates(parts: Path, tmp_path: Pa
     assert config == TINY
     assert all(t.dtype == torch.float16 for t in tensors["denoiser"].values() if t.is_floating_point())
     pipe = Pipeline.from_folder(folder)
-    (image,) = pipe.generate(
-        ["a large red circle in the center on a blue background"], seeds=[0], width=128, height=128
-    )
+    op = Generate("a large red circle in the center on a blue background", 128, 128)
+    (image,) = pipe.images([Draw(op, 0, config.sampler)])
     assert np.asarray(image).shape == (128, 128, 3)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from service.jobs import Job, Slice
+from service.queue.jobs import Job, Slice
 
 
 @dataclass(order=True)
@@ -37,7 +37,7 @@ class Batcher:
             raise ValueError("max_batch_size must be at least 1")
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
-        self._keys: dict[str, list[_Pending]] = {}
+        self._keys: dict[Hashable, list[_Pending]] = {}
 
     def add(self, job: Job, start: int = 0) -> None:
         """Queue images `start:` of `job` (a redelivered job may be partly done)."""

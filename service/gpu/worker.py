@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from service import metrics
-from service.batcher import Batcher
-from service.broker import WorkQueue
-from service.jobs import DeadlineExceeded, Executor, Job, JobError, JobFailed, Slice
+from service.errors import DeadlineExceeded, ServiceError, generation_failed
+from service.gpu.batcher import Batcher
+from service.queue.broker import WorkQueue
+from service.queue.jobs import Executor, Job, Slice
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class Worker:
     `run()` warms up (in the GPU thread), sets `ready`, then loops until `stop()`; a stop finishes
     the batch in hand and gives the rest back with `queue.release`. Expired jobs are answered 504
     without reaching the executor. If the executor raises, every job of that batch fails: with the
-    `JobError` it raised, else with 500 `generation_failed`.
+    `ServiceError` it raised, else with 500 `generation_failed`.
 
     Args:
         queue: where jobs come from and results go (`InProcessBroker` or `RedisBroker`).
@@ -103,16 +104,16 @@ class Worker:
         for part in batch:
             metrics.QUEUE_WAIT.observe(max(0.0, start - part.job.created))
         future = asyncio.get_running_loop().run_in_executor(gpu, self.execute, batch)
-        error: JobError | None = None
+        error: ServiceError | None = None
         try:
             results = await self._wait_beating(future)
             if len(results) != len(batch) or any(len(r) != p.n for r, p in zip(results, batch, strict=True)):
                 raise ValueError("the executor returned the wrong number of images")
-        except JobError as e:
+        except ServiceError as e:
             error = e
         except Exception:
             log.exception("batch of %d images failed", sum(p.n for p in batch))
-            error = JobFailed(500, "generation_failed", "the images could not be generated")
+            error = generation_failed()
         metrics.BATCH_COMPUTE.observe(max(0.0, self.clock() - start))
         metrics.BATCH_SIZE.observe(sum(p.n for p in batch))
         metrics.refresh_gpu_memory()

@@ -1,10 +1,4 @@
-"""The queue between the HTTP side and the GPU side: its two interfaces and the in-process broker.
-
-`Broker` is what the API uses, `WorkQueue` what the worker uses; `InProcessBroker` (here, for
-`paella serve`) and `RedisBroker` (`service.redis_broker`, for `paella api` + `paella worker`)
-implement both. Queue depth, for admission and `paella_queue_depth`, counts the images of jobs
-admitted and not yet answered (queued, batched or being computed).
-"""
+"""The in-process queue of `paella serve`: an asyncio queue consumed by the worker in the same process."""
 
 from __future__ import annotations
 
@@ -12,71 +6,11 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
 
 from service import metrics
-from service.jobs import DeadlineExceeded, Job, JobError, JobFailed, QueueFull, Slice
-
-
-class Broker(Protocol):
-    """The API's side of the queue."""
-
-    async def submit(self, job: Job) -> list[bytes]:
-        """Enqueue `job` and wait for its PNGs, in seed order.
-
-        Raises `QueueFull` (503, before enqueueing), `DeadlineExceeded` (504) or `JobFailed`.
-        """
-        ...
-
-    async def depth(self) -> int:
-        """Images admitted and not yet answered."""
-        ...
-
-    async def ping(self) -> bool:
-        """Whether the queue is reachable."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class Delivery(NamedTuple):
-    """A job handed to a worker; images before `start` were already stored by an earlier delivery."""
-
-    job: Job
-    start: int
-
-
-class WorkQueue(Protocol):
-    """The worker's side of the queue."""
-
-    @property
-    def heartbeat_interval_s(self) -> float | None:
-        """How often the worker must call `heartbeat()` while it holds work; None: never."""
-        ...
-
-    async def receive(self, max_jobs: int, timeout_s: float) -> list[Delivery]:
-        """Up to `max_jobs` jobs, waiting at most `timeout_s` for the first."""
-        ...
-
-    async def complete(self, part: Slice, images: list[bytes]) -> None:
-        """Store a slice's PNGs; the job is acknowledged once all its images are stored."""
-        ...
-
-    async def fail(self, job: Job, error: JobError) -> None:
-        """Answer the job with `error` and acknowledge it."""
-        ...
-
-    async def release(self, jobs: list[Job]) -> None:
-        """Give back received jobs the worker will not run (it is stopping)."""
-        ...
-
-    async def heartbeat(self) -> None:
-        """Tell the queue this worker is alive and still holds its jobs."""
-        ...
-
-
-def shutting_down() -> JobFailed:
-    return JobFailed(503, "shutting_down", "the service is shutting down")
+from service.errors import DeadlineExceeded, QueueFull, ServiceError, shutting_down
+from service.queue.broker import Delivery
+from service.queue.jobs import Job, Slice
 
 
 @dataclass
@@ -111,7 +45,6 @@ class InProcessBroker:
         if self._closed:
             raise shutting_down()
         if self._depth + job.n > self.max_queue_depth:
-            metrics.REJECTED.labels(reason="queue_full").inc()
             raise QueueFull(self.retry_after_s)
         future = asyncio.get_running_loop().create_future()
         self._open[job.id] = _Open(job, future, [None] * job.n, job.n)
@@ -120,15 +53,17 @@ class InProcessBroker:
         self._arrived.set()
         try:
             return await asyncio.wait_for(future, timeout=max(0.0, job.deadline - time.time()))
-        except (TimeoutError, DeadlineExceeded) as e:
-            metrics.REJECTED.labels(reason="deadline_exceeded").inc()
-            raise e if isinstance(e, DeadlineExceeded) else DeadlineExceeded() from None
+        except TimeoutError:
+            raise DeadlineExceeded() from None
 
     async def depth(self) -> int:
         return self._depth
 
     async def ping(self) -> bool:
         return not self._closed
+
+    async def live_workers(self) -> int:
+        return 0  # the worker of an in-process queue is in this process: its readiness says enough
 
     async def close(self) -> None:
         """Answer every job still open with 503 `shutting_down`."""
@@ -162,7 +97,7 @@ class InProcessBroker:
         if entry.missing == 0:
             self._finish(part.job.id, [png for png in entry.images if png is not None])
 
-    async def fail(self, job: Job, error: JobError) -> None:
+    async def fail(self, job: Job, error: ServiceError) -> None:
         self._finish(job.id, error)
 
     async def release(self, jobs: list[Job]) -> None:
@@ -172,14 +107,14 @@ class InProcessBroker:
     async def heartbeat(self) -> None:
         return None
 
-    def _finish(self, job_id: str, outcome: list[bytes] | JobError) -> None:
+    def _finish(self, job_id: str, outcome: list[bytes] | ServiceError) -> None:
         entry = self._open.pop(job_id, None)
         if entry is None:
             return
         self._set_depth(self._depth - entry.job.n)
         if entry.future.done():
             return
-        if isinstance(outcome, JobError):
+        if isinstance(outcome, ServiceError):
             entry.future.set_exception(outcome)
         else:
             entry.future.set_result(outcome)

@@ -6,7 +6,19 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import core_schema as cs
+
+from model.ops import Region
 
 MAX_SEED = 2**31 - 1
 MAX_PROMPT_CHARS = 2000
@@ -155,32 +167,35 @@ class InterpolationRequest(SamplerKnobs):
         return self
 
 
-class Region(Strict):
-    prompt: Prompt
-    box: (
-        tuple[
-            Annotated[float, Field(ge=0.0, le=1.0)],
-            Annotated[float, Field(ge=0.0, le=1.0)],
-            Annotated[float, Field(ge=0.0, le=1.0)],
-            Annotated[float, Field(ge=0.0, le=1.0)],
-        ]
-        | None
-    ) = Field(
-        default=None, description="[left, top, right, bottom] as fractions of the canvas; null = all of it"
-    )
-    weight: float = Field(default=1.0, gt=0.0, le=10.0, description="how strongly overlapping regions count")
+def _region_schema(_source: Any, _handler: GetCoreSchemaHandler) -> cs.CoreSchema:
+    """Validate straight into the model's `Region` (which checks its own box and weight), with the
+    HTTP side's bounds in the schema."""
+    unit = cs.float_schema(ge=0.0, le=1.0)
+    fields = [
+        cs.dataclass_field("prompt", cs.str_schema(min_length=1, max_length=MAX_PROMPT_CHARS)),
+        cs.dataclass_field(
+            "box",
+            cs.with_default_schema(cs.nullable_schema(cs.tuple_schema([unit] * 4)), default=None),
+            metadata={"pydantic_js_updates": {"description": BOX}},
+        ),
+        cs.dataclass_field(
+            "weight",
+            cs.with_default_schema(cs.float_schema(gt=0.0, le=10.0), default=1.0),
+            metadata={"pydantic_js_updates": {"description": "how strongly overlapping regions count"}},
+        ),
+    ]
+    args = cs.dataclass_args_schema("Region", fields, extra_behavior="forbid")
+    return cs.dataclass_schema(Region, args, ["prompt", "box", "weight"], ref="Region", post_init=True)
 
-    @model_validator(mode="after")
-    def _box_not_empty(self) -> Region:
-        if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
-            raise ValueError("box must have left < right and top < bottom")
-        return self
+
+BOX = "[left, top, right, bottom] as fractions of the canvas; null = all of it"
+RegionField = Annotated[Region, GetPydanticSchema(_region_schema)]
 
 
 class CompositionRequest(ManyImages):
     """Multi-conditioning: a prompt per region, or a blend of prompts when regions have no box."""
 
-    regions: list[Region] = Field(min_length=1, max_length=8)
+    regions: list[RegionField] = Field(min_length=1, max_length=8)
     size: Size | None = None
 
 

@@ -1,12 +1,16 @@
-"""Thin HTTP handlers: parse, hand the request to the Intake, submit the Job, shape the answer.
+"""The HTTP routes: the image endpoints from one table, and models, health, readiness and metrics.
 
-Requests carrying images are checked in the thread pool, so decoding never stalls the event loop.
+An image endpoint parses its body (JSON, or also multipart/form-data where it takes uploads), hands it
+to the Intake in the thread pool (decoding uploads never stalls the event loop), submits the Job and
+answers JSON with base64 PNGs, or the PNG itself for n=1 with `Accept: image/png`.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -14,15 +18,70 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service import schemas
-from service.errors import ApiError, ErrorResponse, validation_error
-from service.images import b64encode
-from service.intake import Intake
-from service.jobs import Job
+from service.errors import ServiceError, not_ready
+from service.http import schemas
+from service.http.errors import ErrorResponse, validation_error
+from service.http.intake import Intake
 from service.metrics import render_metrics
+from service.queue.jobs import Job
 from service.runtime import Runtime
 
-M = TypeVar("M", bound=BaseModel)
+
+@dataclass(frozen=True)
+class ImageRoute:
+    """One image endpoint: its path, body, OpenAPI summary, the Intake method that makes its Job, and
+    whether it also takes multipart/form-data (the endpoints that take uploads)."""
+
+    path: str
+    body: type[BaseModel]
+    summary: str
+    build: Callable[[Intake, Any], Job]
+    form: bool
+
+
+IMAGE_ROUTES = (
+    ImageRoute(
+        "/v1/images/generations", schemas.GenerationRequest, "Images from a prompt", Intake.generation, False
+    ),
+    ImageRoute(
+        "/v1/images/edits",
+        schemas.EditRequest,
+        "Inpainting: repaint an image's transparent (masked) pixels",
+        Intake.edit,
+        True,
+    ),
+    ImageRoute(
+        "/v1/images/outpaints",
+        schemas.OutpaintRequest,
+        "Outpainting: extend an image on any side",
+        Intake.outpaint,
+        True,
+    ),
+    ImageRoute(
+        "/v1/images/variations", schemas.VariationRequest, "Variations of an image", Intake.variations, True
+    ),
+    ImageRoute(
+        "/v1/images/interpolations",
+        schemas.InterpolationRequest,
+        "Frames between two prompts or two images",
+        Intake.interpolation,
+        True,
+    ),
+    ImageRoute(
+        "/v1/images/compositions",
+        schemas.CompositionRequest,
+        "Multi-conditioning: a prompt per region, or a blend",
+        Intake.composition,
+        False,
+    ),
+    ImageRoute(
+        "/v1/images/structural-edits",
+        schemas.StructuralEditRequest,
+        "Structural editing: keep an image's layout, follow a prompt",
+        Intake.structural_edit,
+        True,
+    ),
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": why}
@@ -38,6 +97,7 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter()
+M = TypeVar("M", bound=BaseModel)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -46,16 +106,16 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AcceptDep = Annotated[str, Header()]
 
 
 def get_intake(runtime: RuntimeDep) -> Intake:
     if runtime.intake is None:
-        raise ApiError(503, "not_ready", "the model is still loading", headers={"Retry-After": "1"})
+        raise not_ready("the model is still loading")
     return runtime.intake
 
 
 IntakeDep = Annotated[Intake, Depends(get_intake)]
-AcceptDep = Annotated[str, Header()]
 
 
 def json_or_form(model: type[M]) -> Callable[[Request], Awaitable[M]]:
@@ -73,11 +133,11 @@ def json_or_form(model: type[M]) -> Callable[[Request], Awaitable[M]]:
             try:
                 data = await request.json()
             except ValueError:
-                raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+                raise ServiceError(400, "invalid_json", "the body is not valid JSON") from None
         else:
-            raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
+            raise ServiceError(415, "unsupported_media_type", "send application/json or multipart/form-data")
         if not isinstance(data, dict):
-            raise ApiError(400, "invalid_json", "the body must be a JSON object")
+            raise ServiceError(400, "invalid_json", "the body must be a JSON object")
         try:
             return model.model_validate(data)
         except ValidationError as e:
@@ -97,7 +157,7 @@ def both_bodies(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def answer(runtime: Runtime, job: Job, accept: str = "") -> Response:
+async def answer(runtime: Runtime, job: Job, accept: str) -> Response:
     """Submit the job and wait; JSON with base64 PNGs, or the PNG itself for n=1 and Accept: image/png."""
     pngs = await runtime.submit(job)
     if len(pngs) == 1 and "image/png" in accept:
@@ -105,91 +165,35 @@ async def answer(runtime: Runtime, job: Job, accept: str = "") -> Response:
     body = schemas.ImagesResponse(
         created=int(time.time()),
         data=[
-            schemas.ImageDatum(b64_json=b64encode(png), seed=seed)
+            schemas.ImageDatum(b64_json=base64.b64encode(png).decode("ascii"), seed=seed)
             for png, seed in zip(pngs, job.seeds, strict=True)
         ],
     )
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-def image_route(path: str, summary: str, body: type[BaseModel] | None = None) -> Callable[[Any], Any]:
-    extra = both_bodies(body) if body is not None else None
-    return router.post(
-        path,
-        response_model=schemas.ImagesResponse,
-        responses={**ERRORS, **PNG_RESPONSE},
-        summary=summary,
-        openapi_extra=extra,
-    )
+def _add_image_route(route: ImageRoute) -> None:
+    """Register one endpoint of the table; JSON-only bodies are parsed (and documented) by FastAPI."""
+    options: dict[str, Any] = {
+        "response_model": schemas.ImagesResponse,
+        "responses": {**ERRORS, **PNG_RESPONSE},
+        "summary": route.summary,
+        "name": route.path.rsplit("/", 1)[-1],
+    }
+    body_type: Any = route.body
+    if route.form:
+        body_type = Annotated[route.body, Depends(json_or_form(route.body))]
+        options["openapi_extra"] = both_bodies(route.body)
+
+    async def handler(body: Any, intake: IntakeDep, runtime: RuntimeDep, accept: AcceptDep = "") -> Response:
+        return await answer(runtime, await run_in_threadpool(route.build, intake, body), accept)
+
+    handler.__annotations__["body"] = body_type  # the route's own body, for FastAPI's parsing and docs
+    router.post(route.path, **options)(handler)
 
 
-@image_route("/v1/images/generations", "Images from a prompt")
-async def generations(
-    body: schemas.GenerationRequest, intake: IntakeDep, runtime: RuntimeDep, accept: AcceptDep = ""
-) -> Response:
-    return await answer(runtime, intake.generation(body), accept)
-
-
-@image_route(
-    "/v1/images/edits", "Inpainting: repaint an image's transparent (masked) pixels", schemas.EditRequest
-)
-async def edits(
-    body: Annotated[schemas.EditRequest, Depends(json_or_form(schemas.EditRequest))],
-    intake: IntakeDep,
-    runtime: RuntimeDep,
-    accept: AcceptDep = "",
-) -> Response:
-    return await answer(runtime, await run_in_threadpool(intake.edit, body), accept)
-
-
-@image_route("/v1/images/outpaints", "Outpainting: extend an image on any side", schemas.OutpaintRequest)
-async def outpaints(
-    body: Annotated[schemas.OutpaintRequest, Depends(json_or_form(schemas.OutpaintRequest))],
-    intake: IntakeDep,
-    runtime: RuntimeDep,
-    accept: AcceptDep = "",
-) -> Response:
-    return await answer(runtime, await run_in_threadpool(intake.outpaint, body), accept)
-
-
-@image_route("/v1/images/variations", "Variations of an image", schemas.VariationRequest)
-async def variations(
-    body: Annotated[schemas.VariationRequest, Depends(json_or_form(schemas.VariationRequest))],
-    intake: IntakeDep,
-    runtime: RuntimeDep,
-    accept: AcceptDep = "",
-) -> Response:
-    return await answer(runtime, await run_in_threadpool(intake.variations, body), accept)
-
-
-@image_route(
-    "/v1/images/interpolations", "Frames between two prompts or two images", schemas.InterpolationRequest
-)
-async def interpolations(
-    body: Annotated[schemas.InterpolationRequest, Depends(json_or_form(schemas.InterpolationRequest))],
-    intake: IntakeDep,
-    runtime: RuntimeDep,
-) -> Response:
-    return await answer(runtime, await run_in_threadpool(intake.interpolation, body))
-
-
-@image_route("/v1/images/compositions", "Multi-conditioning: a prompt per region, or a blend")
-async def compositions(body: schemas.CompositionRequest, intake: IntakeDep, runtime: RuntimeDep) -> Response:
-    return await answer(runtime, intake.composition(body))
-
-
-@image_route(
-    "/v1/images/structural-edits",
-    "Structural editing: keep an image's layout, follow a prompt",
-    schemas.StructuralEditRequest,
-)
-async def structural_edits(
-    body: Annotated[schemas.StructuralEditRequest, Depends(json_or_form(schemas.StructuralEditRequest))],
-    intake: IntakeDep,
-    runtime: RuntimeDep,
-    accept: AcceptDep = "",
-) -> Response:
-    return await answer(runtime, await run_in_threadpool(intake.structural_edit, body), accept)
+for _route in IMAGE_ROUTES:
+    _add_image_route(_route)
 
 
 @router.get("/v1/models", response_model=schemas.ModelList, responses=ERRORS)
@@ -207,10 +211,10 @@ async def healthz() -> schemas.Health:
 
 @router.get("/readyz", response_model=schemas.Health, responses={503: {"model": ErrorResponse}})
 async def readyz(runtime: RuntimeDep) -> schemas.Health:
-    """Ready: weights loaded, warmed up and the queue reachable."""
+    """Ready: weights loaded and warmed up (or, for `paella api`, a live worker) and the queue reachable."""
     problem = await runtime.not_ready()
     if problem:
-        raise ApiError(503, "not_ready", problem, headers={"Retry-After": "1"})
+        raise not_ready(problem)
     return schemas.Health(status="ready")
 
 

@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.errors import error_response
+from service.http.errors import error_response
 
 
 class BodyTooLarge(HTTPException):

@@ -1,13 +1,14 @@
 """The Redis Streams broker: any number of API processes and GPU workers sharing one Redis.
 
 Keys, all under `prefix`:
-    {prefix}:jobs          stream of admitted jobs (field `job`: the job's JSON); consumer group `group`
+    {prefix}:jobs          stream of admitted jobs (field `job`, see `service.queue.codec`), group `group`
     {prefix}:depth         images of entries not yet acknowledged (admission and `paella_queue_depth`)
     {prefix}:result:{id}   list the worker RPUSHes one message per stored image (or one error) to,
                            and the API BLPOPs from: `{"i": index, "png": base64}` or `{"error": {...}}`
     {prefix}:done:{id}     hash of the image indices (and `error`) already pushed: makes storing idempotent
     {prefix}:dead          dead-letter stream: entries delivered `max_deliveries` times without finishing
-    {prefix}:workers       sorted set of worker heartbeats (consumer -> time)
+    {prefix}:workers       sorted set of worker heartbeats (consumer -> time): `paella api` is ready while
+                           one is recent
 
 An entry is acknowledged (XACK) and deleted (XDEL) by the same Lua script that stores its job's last
 image or its error, so depth (`{prefix}:depth`, kept in step by the scripts) counts exactly the
@@ -31,8 +32,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from service import metrics
-from service.broker import Delivery
-from service.jobs import DeadlineExceeded, Job, JobError, JobFailed, QueueFull, Slice
+from service.errors import DeadlineExceeded, QueueFull, ServiceError
+from service.queue.broker import Delivery
+from service.queue.codec import decode_job, encode_job
+from service.queue.jobs import Job, Slice
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -191,20 +194,15 @@ class RedisBroker:
 
     async def submit(self, job: Job) -> list[bytes]:
         await self.enqueue(job)
-        try:
-            return await self.wait(job)
-        except DeadlineExceeded:
-            metrics.REJECTED.labels(reason="deadline_exceeded").inc()
-            raise
+        return await self.wait(job)
 
     async def enqueue(self, job: Job) -> None:
         """Admit and XADD `job`, atomically against `max_queue_depth`; `QueueFull` if it does not fit."""
         entry, depth = await self._admit(
-            keys=[self.stream, self.depth_key], args=[job.n, self.max_queue_depth, job.to_json()]
+            keys=[self.stream, self.depth_key], args=[job.n, self.max_queue_depth, encode_job(job)]
         )
         metrics.QUEUE_DEPTH.set(int(depth))
         if not entry:
-            metrics.REJECTED.labels(reason="queue_full").inc()
             raise QueueFull(self.retry_after_s)
 
     async def wait(self, job: Job) -> list[bytes]:
@@ -222,7 +220,7 @@ class RedisBroker:
                 continue
             message = json.loads(popped[1])
             if "error" in message:
-                raise JobError.from_dict(message["error"])
+                raise ServiceError.from_dict(message["error"])
             if images[message["i"]] is None:
                 missing -= 1
             images[message["i"]] = base64.b64decode(message["png"])
@@ -237,7 +235,7 @@ class RedisBroker:
         return bool(await self.redis.ping())
 
     async def live_workers(self) -> int:
-        """Workers that heartbeated within three heartbeat intervals."""
+        """Workers that heartbeated within three heartbeat intervals (a worker beats while it runs)."""
         since = time.time() - 3 * self.heartbeat_interval_s
         return int(await self.redis.zcount(self.workers_key, since, "+inf"))
 
@@ -271,7 +269,7 @@ class RedisBroker:
         deliveries = []
         for _stream, entries in read or []:
             for entry_id, fields in entries:
-                job = Job.from_json(fields[b"job"])
+                job = decode_job(fields[b"job"])
                 self._held[job.id] = entry_id.decode()
                 deliveries.append(Delivery(job, 0))
         return deliveries
@@ -291,19 +289,19 @@ class RedisBroker:
             pending: Any = await self.redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
             if not pending:  # acknowledged meanwhile
                 continue
-            job = Job.from_json(fields[b"job"])
+            job = decode_job(fields[b"job"])
             self._held[job.id] = entry_id
             if pending[0]["times_delivered"] > self.max_deliveries:
                 await self._finish_failed(
                     job,
-                    JobFailed(500, "worker_failed", f"the job failed on {self.max_deliveries} workers"),
+                    ServiceError(500, "worker_failed", f"the job failed on {self.max_deliveries} workers"),
                     dead=True,
                 )
                 continue
             metrics.REDELIVERIES.inc()
             done = await self.redis.hkeys(self.done_key(job.id))
             if b"error" in done:  # answered already; the worker that answered died before acking
-                await self._finish_failed(job, JobFailed(500, "worker_failed", "already failed"))
+                await self._finish_failed(job, ServiceError(500, "worker_failed", "already failed"))
                 continue
             deliveries.append(Delivery(job, len(done)))
         return deliveries
@@ -317,10 +315,10 @@ class RedisBroker:
         if part.stop == part.job.n:
             del self._held[part.job.id]
 
-    async def fail(self, job: Job, error: JobError) -> None:
+    async def fail(self, job: Job, error: ServiceError) -> None:
         await self._finish_failed(job, error)
 
-    async def _finish_failed(self, job: Job, error: JobError, *, dead: bool = False) -> None:
+    async def _finish_failed(self, job: Job, error: ServiceError, *, dead: bool = False) -> None:
         entry_id = self._held.pop(job.id)
         message = json.dumps({"error": error.to_dict()})
         args: list[Any] = [
@@ -329,7 +327,7 @@ class RedisBroker:
             job.n,
             self.result_ttl_s,
             message,
-            job.to_json() if dead else "",
+            encode_job(job) if dead else "",
         ]
         await self._fail(keys=self._job_keys(job), args=args)
 

@@ -1,0 +1,73 @@
+"""What the benchmarks share: a `paella serve` process to drive, its metrics, and draws of one operation."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from model.config import SamplerConfig
+from model.ops import Draw, Operation
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def draws(ops: Sequence[Operation], seeds: Sequence[int], sampler: SamplerConfig) -> list[Draw]:
+    return [Draw(op, seed, sampler) for op, seed in zip(ops, seeds, strict=True)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def service(
+    command: str = "serve", env: Mapping[str, str] | None = None, ready_timeout_s: float = 600.0
+) -> Iterator[str]:
+    """A `paella <command>` process on a free local port, ready (its /readyz answered 200); yields its URL
+    and stops it with SIGTERM at the end. `env` adds PAELLA_* settings to this process's environment."""
+    port = free_port()
+    full = {**os.environ, "PAELLA_HOST": "127.0.0.1", "PAELLA_PORT": str(port), **(env or {})}
+    full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full.get("PYTHONPATH")]))
+    process = subprocess.Popen([sys.executable, "-m", "service", command], env=full, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"paella {command} exited with {process.returncode}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"paella {command} was not ready within {ready_timeout_s} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def metrics(text: str) -> dict[str, float]:
+    """Every sample of a Prometheus exposition, by name and labels (`name{a="b"}`)."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out

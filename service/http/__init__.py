@@ -1,0 +1,1 @@
+"""The HTTP side: routes, request schemas, intake (request -> job), uploads, errors, middleware; no torch."""

@@ -1,0 +1,1 @@
+"""The queue between the sides: jobs, their codec, the in-process and the Redis Streams brokers."""

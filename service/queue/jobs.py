@@ -1,0 +1,73 @@
+"""Jobs between the HTTP side and the GPU side: a request's operation, seeds and sampler settings."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from model.config import SamplerConfig
+from model.ops import Draw, Operation
+
+
+@dataclass
+class Job:
+    """One request's work: `len(seeds)` images of one operation, answered by `deadline`.
+
+    Image i is `Draw(op, seeds[i], sampler, index=i)`. `deadline` and `created` are `time.time()` seconds.
+    """
+
+    id: str
+    op: Operation
+    seeds: list[int]
+    sampler: SamplerConfig
+    deadline: float
+    created: float = field(default_factory=time.time)
+
+    @classmethod
+    def new(
+        cls,
+        op: Operation,
+        seeds: list[int],
+        sampler: SamplerConfig,
+        timeout_s: float,
+        now: float | None = None,
+    ) -> Job:
+        """A job with a fresh id, created `now` and due `timeout_s` later."""
+        created = time.time() if now is None else now
+        return cls(uuid.uuid4().hex, op, list(seeds), sampler, created + timeout_s, created)
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def key(self) -> Hashable:
+        """Only jobs of equal keys share a batch: the operation's kind, the canvas and the sampler."""
+        return type(self.op).__name__, self.op.size, self.sampler
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Images `start:stop` of a job, placed in one batch."""
+
+    job: Job
+    start: int
+    stop: int
+
+    @property
+    def n(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.job.seeds[self.start : self.stop]
+
+    def draws(self) -> list[Draw]:
+        job = self.job
+        return [Draw(job.op, job.seeds[i], job.sampler, i) for i in range(self.start, self.stop)]
+
+
+Executor = Callable[[list[Slice]], list[list[bytes]]]
+"""Runs one batch on the GPU: PNG bytes per slice, in seed order. Synchronous; may raise `ServiceError`."""
