@@ -1,142 +1,373 @@
-"""Time the Pipeline on a CUDA device: full-size Paella v1 (random weights, same cost) and paella-mini.
+"""Paella v1 on a CUDA card: the Pipeline, and with --service the service on top of it.
 
-For each model, dtype and batch size it times sampling (8 steps, guidance on, so 2B denoiser rows per
-step), decoding, and the whole `generate` call, with CUDA events around each region after warm-up.
-It also compares typical filtering on and off, the sampler's one costly knob beyond the network.
-Prints a table and writes every number to --out (JSON).
+Pipeline: our plain float32 eager path against the fast path (float16, compiled networks, the fused
+sampling kernel, CUDA graphs, batched decoding), full-size Paella v1 with random weights of the published
+shapes (the published files' cost), and the fast path's token agreement on the trained paella-mini. For
+each path and batch size: the whole pipeline call (prompts in, decoded pictures out, wall clock), images
+per second, peak memory, and its split into text encoding, sampling steps, VQGAN decoding and PNG encoding
+(each timed alone). Prompts differ on every call, so text encoding is never served from the cache.
 
-    PYTHONPATH=. python benchmarks/pipeline_gpu.py --out results/pipeline_gpu.json
+Service (--service): `paella serve` on the same model (written as a weight folder of random weights)
+driven over HTTP: n=1 latency, open-loop load at 80% of the pipeline's best images/s for --load-seconds,
+the highest rate whose p99 stays within 500 ms, and the most images/s of uniform and of mixed traffic.
+
+Writes (or, with --skip-pipeline, adds to) one JSON per card under --out and prints a table.
+
+    PYTHONPATH=. python3 benchmarks/pipeline_gpu.py --out benchmarks/results --service
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import io
+import itertools
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 
-from benchmarks.support import draws
+from benchmarks.load import Workload, closed_loop, open_loop
+from benchmarks.support import draws, metrics, service
 from model.clip import ClipEncoder
-from model.config import PAELLA_V1, ModelConfig
+from model.config import PAELLA_V1, ModelConfig, SamplerConfig
 from model.denoiser import Denoiser
-from model.ops import Generate
+from model.ops import Draw, Generate
 from model.pipeline import Pipeline
+from model.sampler import sample
 from model.vqgan import VQGAN
+from model.weights import write_random_folder
+from training import world
 
-PROMPT = "a photograph of a red fox sitting in a snowy forest at dawn"
+PROMPT = "a photograph of a red fox sitting in a snowy forest at dawn, number"
+_counter = itertools.count()
 
 
-def build(config: ModelConfig, dtype: torch.dtype, vocab: list[str] | None) -> Pipeline:
-    """Random-weight networks of `config`, built directly on the GPU."""
+def fresh_prompts(n: int) -> list[str]:
+    """Prompts never seen before in this run: text encoding is measured, not looked up."""
+    return [f"{PROMPT} {next(_counter)}" for _ in range(n)]
+
+
+def build(config: ModelConfig, dtype: torch.dtype) -> Pipeline:
+    """Random-weight networks of `config`, built on the GPU (the cost of the published weights)."""
     torch.manual_seed(0)
     with torch.device("cuda"):
         denoiser, vqgan = Denoiser(config.denoiser), VQGAN(config.vqgan)
-        clip = ClipEncoder(config.clip, vocab, cache_size=1024)
+        clip = ClipEncoder(config.clip, None, cache_size=1024)
     return Pipeline(config, denoiser, vqgan, clip, device="cuda", dtype=dtype)
 
 
-def cuda_ms(fn: Callable[[], object], repeats: int) -> list[float]:
-    """Milliseconds of `fn` per call, timed with CUDA events after one warm-up call."""
-    fn()
-    torch.cuda.synchronize()
-    times = []
+def reference_mode() -> None:
+    """Plain float32: no TF32 anywhere."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def wall_ms(fn: Callable[[], Any], repeats: int) -> list[float]:
+    out = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
         fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
+        torch.cuda.synchronize()
+        out.append(1000 * (time.perf_counter() - start))
+    return out
 
 
-def measure(pipe: Pipeline, batch: int, size: int, steps: int, typical: bool, repeats: int) -> dict[str, Any]:
-    sampler = dataclasses.replace(
-        pipe.config.sampler, steps=steps, guidance_scale=max(pipe.config.sampler.guidance_scale, 3.0)
-    )
-    sampler = dataclasses.replace(sampler, typical_filtering=typical)
-    batch_draws = draws([Generate(PROMPT, size, size)] * batch, list(range(batch)), sampler)
+def png_ms(images: list[Any]) -> float:
+    start = time.perf_counter()
+    for image in images:
+        image.save(io.BytesIO(), format="PNG")
+    return 1000 * (time.perf_counter() - start)
 
-    def tokens() -> torch.Tensor:
-        return pipe.tokens(batch_draws)
 
-    t = tokens()
-    sample = cuda_ms(tokens, repeats)
-    decode = cuda_ms(lambda: pipe.decode(t), repeats)
-    whole = cuda_ms(lambda: pipe.images(batch_draws), repeats)
+def measure(pipe: Pipeline, batch: int, sampler: SamplerConfig, repeats: int) -> dict[str, Any]:
+    size = pipe.config.image_size
+
+    def batch_draws() -> list[Draw]:
+        return draws([Generate(p, size, size) for p in fresh_prompts(batch)], list(range(batch)), sampler)
+
+    pipe.images(batch_draws())  # warm-up (and, on the fast path, the graph's capture)
+    torch.cuda.reset_peak_memory_stats()
+    whole = wall_ms(lambda: pipe.images(batch_draws()), repeats)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    with torch.inference_mode():
+        text = wall_ms(lambda: pipe.clip.encode_text(fresh_prompts(batch)), repeats)
+        prepared = [pipe.rows(batch_draws()) for _ in range(repeats)]
+        at = iter(prepared)
+        if pipe.graphs is not None:
+            steps = wall_ms(lambda: pipe.graphs(next(at)), repeats)  # type: ignore[misc]
+        else:
+            num = pipe.config.denoiser.num_labels
+            steps = wall_ms(lambda: sample(pipe.denoiser, next(at), num_labels=num, pick=pipe.pick), repeats)
+    tokens = pipe.tokens(batch_draws())
+    decode = wall_ms(lambda: pipe.decode(tokens), repeats)
+    png = png_ms(pipe.decode(tokens))
     med = statistics.median
     return {
         "batch": batch,
-        "size": size,
-        "steps": steps,
-        "typical_filtering": typical,
-        "sample_ms": med(sample),
-        "decode_ms": med(decode),
-        "generate_ms": med(whole),
-        "generate_ms_per_image": med(whole) / batch,
-        "images_per_s": 1000 * batch / med(whole),
-        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "latency_ms": round(med(whole), 2),
+        "latency_min_ms": round(min(whole), 2),
+        "images_per_s": round(1000 * batch / med(whole), 2),
+        "peak_memory_gib": round(peak, 2),
+        "split_ms": {
+            "text": round(med(text), 2),
+            "steps": round(med(steps), 2),
+            "decode": round(med(decode), 2),
+            "png_encode_cpu": round(png, 2),
+        },
     }
+
+
+def run_path(name: str, pipe: Pipeline, batches: list[int], repeats: int) -> list[dict[str, Any]]:
+    sampler = pipe.config.sampler
+    rows = []
+    for batch in batches:
+        row = {"path": name} | measure(pipe, batch, sampler, repeats)
+        rows.append(row)
+        s = row["split_ms"]
+        print(
+            f"{name:>9} b={batch:<3} {row['latency_ms']:9.1f} ms  {row['images_per_s']:7.1f} img/s  "
+            f"text {s['text']:6.1f}  steps {s['steps']:8.1f}  decode {s['decode']:7.1f}  "
+            f"png {s['png_encode_cpu']:7.1f}  peak {row['peak_memory_gib']:5.1f} GiB",
+            flush=True,
+        )
+    return rows
+
+
+def agreement(mini: Path, n: int) -> dict[str, Any]:
+    """On the trained paella-mini: the fast path's tokens against our float32 eager path's, seed by seed,
+    and a seed alone against the same seed inside a batch of 32."""
+    prompts = world.eval_prompts(n, 0).prompts
+    reference_mode()
+    ref = Pipeline.from_folder(mini, device="cuda", dtype=torch.float32)
+    fast = Pipeline.from_folder(mini, device="cuda", dtype=torch.bfloat16)
+    fast.accelerate()
+    sampler = ref.config.sampler
+    size = ref.config.image_size
+    batch = draws([Generate(p, size, size) for p in prompts], list(range(n)), sampler)
+    a = torch.cat([ref.tokens(batch[i : i + 32]) for i in range(0, n, 32)])
+    b = torch.cat([fast.tokens(batch[i : i + 32]) for i in range(0, n, 32)])
+    alone = torch.cat([fast.tokens([d]) for d in batch[:32]])
+    mixed = mixed_batch(fast, prompts[:32], sampler)
+    return {
+        "model": "paella-mini",
+        "images": n,
+        "token_agreement": round((a == b).float().mean().item(), 5),
+        "batch_invariance_token_agreement": round((alone == b[:32]).float().mean().item(), 5),
+        "mixed_batch_invariance_token_agreement": mixed,
+    }
+
+
+def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> float:
+    """A batch of generations at guidance 3..7 and temperatures 0.8..1.2 against each alone."""
+    size = pipe.config.image_size
+    batch = [
+        Draw(
+            Generate(p, size, size),
+            i,
+            base.replace(guidance_scale=3 + i % 5, temp_range=(0.8 + 0.1 * (i % 5),) * 2),
+        )
+        for i, p in enumerate(prompts)
+    ]
+    together = pipe.tokens(batch)
+    alone = torch.cat([pipe.tokens([d]) for d in batch])
+    return round((together == alone).float().mean().item(), 5)
+
+
+def service_mode(args: argparse.Namespace, best: float) -> dict[str, Any]:
+    """`paella serve` on full-size Paella v1 (random weights) or --weights, driven over HTTP."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = args.weights
+        if weights is None:
+            weights = write_random_folder(
+                Path(tmp) / "v1", PAELLA_V1, device=args.device, dtype=torch.float16
+            )
+            torch.cuda.empty_cache()
+        env = {
+            "PAELLA_WEIGHTS": str(weights),
+            "PAELLA_DEVICE": args.device,
+            "PAELLA_MAX_BATCH_SIZE": str(args.service_max_batch),
+            "PAELLA_MAX_QUEUE_DEPTH": "4096",
+            "PAELLA_REQUEST_TIMEOUT_S": "60",
+            "PAELLA_ENCODERS": str(args.encoders),
+            "PAELLA_LOG_LEVEL": "warning",
+        }
+        start = time.perf_counter()
+        with service("serve", env, ready_timeout_s=600) as url:
+            out["service_startup_s"] = round(time.perf_counter() - start, 1)
+            size = httpx.get(f"{url}/v1/models").json()["data"][0]["image_size"]
+            uniform = Workload(size, mix=False, prompt=PROMPT)
+            mixed = Workload(size, mix=True, prompt=PROMPT)
+            with httpx.Client(base_url=url, timeout=120) as http:
+                lone = []
+                for i in range(args.lone + 5):
+                    path, body = uniform(10**6 + i)
+                    began = time.perf_counter()
+                    http.post(path, json=body, headers={"Accept": "image/png"}).raise_for_status()
+                    lone.append(1000 * (time.perf_counter() - began))
+            out["service_p50_ms"] = round(statistics.median(lone[5:]), 2)
+            print(
+                f"service: start-up {out['service_startup_s']} s, n=1 p50 {out['service_p50_ms']} ms",
+                flush=True,
+            )
+            rate = round(0.8 * best, 1)
+            load = asyncio.run(open_loop(url, rate, args.load_seconds, uniform))
+            print("open loop at 80%:", json.dumps(load), flush=True)
+            out |= {
+                "service_load_rate_per_s": rate,
+                "service_load_p99_ms": load["p99_ms"],
+                "service_load_errors": load["errors"],
+            }
+            highest, search = rate if _holds(load) else None, []
+            for share in (0.9, 1.0, 1.1):
+                if highest is None:
+                    break
+                trial = asyncio.run(open_loop(url, round(share * best, 1), args.search_seconds, uniform))
+                search.append(trial)
+                print(f"open loop at {share:.0%}:", json.dumps(trial), flush=True)
+                if not _holds(trial):
+                    break
+                highest = trial["rate_per_s"]
+            out["service_highest_rate_p99_500ms_per_s"] = highest
+            clients = 2 * args.service_max_batch
+            most_uniform = asyncio.run(closed_loop(url, clients, args.search_seconds, uniform))
+            most_mixed = asyncio.run(closed_loop(url, clients, args.search_seconds, mixed))
+            mixed_load = asyncio.run(open_loop(url, rate, args.search_seconds, mixed))
+            print("closed loop uniform:", json.dumps(most_uniform), flush=True)
+            print("closed loop mixed:", json.dumps(most_mixed), flush=True)
+            print("open loop mixed at 80%:", json.dumps(mixed_load), flush=True)
+            out |= {
+                "service_uniform_images_per_s": most_uniform["images_per_s"],
+                "service_mixed_images_per_s": most_mixed["images_per_s"],
+                "service_mixed_share": round(most_mixed["images_per_s"] / most_uniform["images_per_s"], 3),
+                "service_mixed_p99_ms": mixed_load["p99_ms"],
+                "service_mixed_errors": mixed_load["errors"],
+            }
+            seen = metrics(httpx.get(f"{url}/metrics").text)
+            batches = seen.get("paella_batch_size_count", 0.0)
+            out["service_detail"] = {
+                "settings": env
+                | {"PAELLA_WEIGHTS": "random paella-v1" if args.weights is None else str(weights)},
+                "lone_ms": [round(x, 1) for x in lone],
+                "open_loop_80": load,
+                "search": search,
+                "closed_uniform": most_uniform,
+                "closed_mixed": most_mixed,
+                "open_mixed_80": mixed_load,
+                "mean_batch_size": round(seen.get("paella_batch_size_sum", 0.0) / max(batches, 1), 2),
+                "mean_queue_wait_ms": round(
+                    1000
+                    * seen.get("paella_queue_wait_seconds_sum", 0.0)
+                    / max(seen.get("paella_queue_wait_seconds_count", 0.0), 1),
+                    1,
+                ),
+                "mean_batch_compute_ms": round(
+                    1000 * seen.get("paella_batch_compute_seconds_sum", 0.0) / max(batches, 1), 1
+                ),
+            }
+    return out
+
+
+def _holds(load: dict[str, Any]) -> bool:
+    return load["errors"] == 0 and load["p99_ms"] is not None and load["p99_ms"] <= 500
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("results/pipeline_gpu.json"))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--reference-batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--mini", type=Path, default=Path("weights/paella-mini"))
+    parser.add_argument("--agreement-images", type=int, default=128)
+    parser.add_argument("--service", action="store_true", help="also drive `paella serve` over HTTP")
+    parser.add_argument("--skip-pipeline", action="store_true", help="only the service: add to the JSON")
+    parser.add_argument("--weights", type=Path, help="service: this folder instead of random Paella v1")
+    parser.add_argument("--device", default="cuda", help="service: the device it runs on")
+    parser.add_argument("--best", type=float, help="service: the pipeline's best images/s (else the JSON's)")
+    parser.add_argument("--service-max-batch", type=int, default=32)
+    parser.add_argument("--encoders", type=int, default=8)
+    parser.add_argument("--lone", type=int, default=20, help="service: n=1 requests one at a time")
+    parser.add_argument("--load-seconds", type=float, default=60)
+    parser.add_argument("--search-seconds", type=float, default=20)
     args = parser.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
-    rows: list[dict[str, Any]] = []
-    started = time.time()
-
-    def report(row: dict[str, Any]) -> None:
-        rows.append(row)
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    path = args.out / f"pipeline_gpu_{card.replace(' ', '_')}.json"
+    if args.skip_pipeline:
+        result = json.loads(path.read_text()) if path.exists() else {"card": card, "torch": torch.__version__}
+        best = args.best or result["best_throughput_images_per_s"]
+        result |= service_mode(args, best)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
         print(
-            f"{row['model']:>11} {row['dtype']:>8} b={row['batch']:<3} {row['size']}px "
-            f"typical={'on ' if row['typical_filtering'] else 'off'} "
-            f"sample {row['sample_ms']:8.1f} ms  decode {row['decode_ms']:8.1f} ms  "
-            f"generate {row['generate_ms']:8.1f} ms = {row['generate_ms_per_image']:7.1f} ms/img "
-            f"({row['images_per_s']:6.1f} img/s)  peak {row['peak_mem_gib']:5.1f} GiB",
-            flush=True,
-        )
-
-    if args.mini.exists():
-        mini = Pipeline.from_folder(args.mini, device="cuda")
-        for batch in (1, 64):
-            report({"model": "paella-mini", "dtype": "float32"} | measure(mini, batch, 128, 8, True, 5))
-        del mini
-    for dtype in (torch.bfloat16, torch.float32):
-        pipe = build(PAELLA_V1, dtype, None)
-        name = str(dtype).removeprefix("torch.")
-        for batch in args.batches:
-            torch.cuda.reset_peak_memory_stats()
-            report(
-                {"model": "paella-v1", "dtype": name}
-                | measure(pipe, batch, 256, args.steps, True, args.repeats)
+            json.dumps(
+                {k: v for k, v in result.items() if k.startswith("service_") and k != "service_detail"}
             )
-        torch.cuda.reset_peak_memory_stats()
-        report({"model": "paella-v1", "dtype": name} | measure(pipe, 8, 256, args.steps, False, args.repeats))
-        del pipe
-        torch.cuda.empty_cache()
+        )
+        print(f"wrote {path}")
+        return
+    started = time.time()
+    config = dataclasses.replace(PAELLA_V1, sampler=PAELLA_V1.sampler.replace(steps=8, guidance_scale=5.0))
+    print(f"{card}, torch {torch.__version__}, {config.name}: 256x256, 8 steps, guidance 5, typical on")
+
+    reference_mode()
+    ref = build(config, torch.float32)
+    reference = run_path("reference", ref, args.reference_batches, max(2, args.repeats // 2))
+    del ref
+    torch.cuda.empty_cache()
+
+    fast = build(config, torch.bfloat16)
+    start = time.perf_counter()
+    fast.accelerate()
+    fast.warmup(max(args.batches), width=256, height=256)
+    warmup_s = time.perf_counter() - start
+    rows = run_path("fast", fast, args.batches, args.repeats)
+    del fast
+    torch.cuda.empty_cache()
+
+    agree = agreement(args.mini, args.agreement_images)
+    print(json.dumps(agree))
+    best = max(rows, key=lambda r: r["images_per_s"])
+    best_ref = max(reference, key=lambda r: r["images_per_s"])
     result = {
-        "device": torch.cuda.get_device_name(),
+        "card": card,
         "torch": torch.__version__,
+        "preset": "paella-v1 (random weights), 256x256, 8 steps, guidance 5, typical filtering 0.2",
+        "batch1_latency_ms": next(r["latency_ms"] for r in rows if r["batch"] == 1),
+        "best_throughput_images_per_s": best["images_per_s"],
+        "best_batch_size": best["batch"],
+        "reference_batch1_latency_ms": next(r["latency_ms"] for r in reference if r["batch"] == 1),
+        "reference_best_throughput_images_per_s": best_ref["images_per_s"],
+        "token_agreement": agree["token_agreement"],
+        "batch_invariance_token_agreement": agree["batch_invariance_token_agreement"],
+        "warmup_s": round(warmup_s, 1),
+        "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.time() - started, 1),
-        "rows": rows,
+        "fast": rows,
+        "reference": reference,
+        "agreement": agree,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list | dict)}, indent=1))
+    if args.service:
+        result |= service_mode(args, best["images_per_s"])
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(
+            json.dumps(
+                {k: v for k, v in result.items() if k.startswith("service_") and k != "service_detail"}
+            )
+        )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,9 @@ class ClipEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(pre.get("std") or OPENAI_DATASET_STD), persistent=False)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.text_tower: Callable[[torch.Tensor], torch.Tensor] = (
+            self.model.encode_text
+        )  # token ids -> embeddings
 
     def _check(self, embed_dim: int, vocab_size: int | None) -> None:
         """Fail early when the built model and the config or tokenizer disagree."""
@@ -146,7 +149,7 @@ class ClipEncoder(nn.Module):
             return self.model.encode_text(self.tokenizer(list(prompts)).to(self.device))
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
-            fresh = self.model.encode_text(self.tokenizer(missing).to(self.device))
+            fresh = self.text_tower(self.tokenizer(missing).to(self.device))
             self._cache.update(zip(missing, fresh.detach(), strict=True))
         out = torch.stack([self._cache[p] for p in prompts])
         for p in prompts:

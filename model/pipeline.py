@@ -9,8 +9,10 @@ decides it. `decode(tokens)` turns token grids into pictures.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +24,8 @@ from model.conditioning import interpolate, region_map
 from model.config import RENOISE_MODES, ModelConfig
 from model.denoiser import Denoiser
 from model.folder import read_extra
+from model.graphs import BUCKETS, BucketGraphs
+from model.kernels import available, pick_codes_fused
 from model.ops import (
     Composition,
     Draw,
@@ -70,6 +74,9 @@ class Pipeline:
         self.denoiser, self.vqgan, self.clip = denoiser, vqgan, clip
         self.exact_vqgan = self.device.type == "cpu" if exact_vqgan is None else exact_vqgan
         self.pick = pick
+        self.buckets: tuple[int, ...] | None = None  # set by `accelerate`
+        self._sample: Callable[..., Tensor] | None = None
+        self._decode: Callable[[Tensor], Tensor] = self.vqgan.decode
 
     @classmethod
     def from_folder(
@@ -87,17 +94,58 @@ class Pipeline:
 
     # ---- the two entries
 
+    def accelerate(
+        self, buckets: Sequence[int] = BUCKETS, *, compile: bool = True, capture: bool | None = None
+    ) -> None:
+        """The fast path: the denoiser and the VQGAN decoder compiled for the native canvas (torch.compile,
+        any batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
+        compilation), the fused Triton picker, and CUDA graphs per batch bucket of the sampling loop, the
+        text tower and the decoder, captured on first use (`warmup` captures them ahead of traffic).
+
+        `capture` defaults to CUDA only; with capture False, batches still go through the buckets' padding
+        (to check it on a CPU).
+        """
+        cuda = self.device.type == "cuda"
+        capture = cuda if capture is None else capture
+        if available(self.device):
+            self.pick = pick_codes_fused
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+            self.vqgan.to(memory_format=torch.channels_last)
+        native = self.config.grid(self.config.image_size, self.config.image_size)
+        compiled = _compiled(self.denoiser) if compile else self.denoiser
+        compiled_decode = _compiled(self.vqgan.decode) if compile else self.vqgan.decode
+        num_labels, pick = self.config.denoiser.num_labels, self.pick
+
+        def run(*tensors: Tensor, **facts: Any) -> Tensor:
+            rows = Rows.join(tensors, facts)
+            usual = tuple(rows.init.shape[1:]) == native and rows.cond.dim() == 2  # compiled for these
+            return sample(compiled if usual else self.denoiser, rows, num_labels=num_labels, pick=pick)
+
+        def decode(tokens: Tensor) -> Tensor:
+            return (compiled_decode if tuple(tokens.shape[1:]) == native else self.vqgan.decode)(tokens)
+
+        pool = torch.cuda.graph_pool_handle() if capture else None
+        self.buckets = tuple(sorted(buckets))
+        self._sample = BucketGraphs(run, buckets, pool=pool, capture=capture)
+        self._decode = BucketGraphs(decode, buckets, pool=pool, capture=capture)
+        self.clip.text_tower = BucketGraphs(self.clip.model.encode_text, buckets, pool=pool, capture=capture)
+        self.exact_vqgan = False
+
     @torch.inference_mode()
     def tokens(self, draws: Sequence[Draw]) -> Tensor:
         """Token grids [B, h, w] int64 of draws sharing one canvas and one step count, as one batch."""
-        return sample(
-            self.denoiser, self.rows(draws), num_labels=self.config.denoiser.num_labels, pick=self.pick
-        )
+        rows = self.rows(draws)
+        if self._sample is not None:
+            tensors, facts = rows.split()
+            facts["first_step"] = 0  # one graph whatever the rows' start steps: late rows wait masked
+            return self._sample(*tensors, **facts)
+        return sample(self.denoiser, rows, num_labels=self.config.denoiser.num_labels, pick=self.pick)
 
     @torch.inference_mode()
     def decode(self, tokens: Tensor) -> list[Image.Image]:
         """PIL RGB images of token grids [B, h, w]."""
-        x = self._vqgan(self.vqgan.decode, tokens)  # (B, 3, H, W) in [0, 1]
+        x = self._vqgan(self._decode, tokens)  # (B, 3, H, W) in [0, 1]
         arrays = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a, "RGB") for a in arrays]
 
@@ -279,7 +327,30 @@ class Pipeline:
         mask[top : top + h, left : left + w] = False
         return canvas, mask
 
-    def warmup(self, batch_sizes: Sequence[int], *, width: int, height: int) -> None:
-        """Run one generation per batch size so kernels and allocator caches are ready before traffic."""
-        for n in batch_sizes:
+    def batch_sizes(self, largest: int) -> list[int]:
+        """The batch sizes worth warming up to `largest`: the fast path's buckets, else powers of two."""
+        sizes = self.buckets or [2**i for i in range(largest.bit_length())]
+        return sorted({*(b for b in sizes if b < largest), largest})
+
+    def warmup(self, largest: int, *, width: int, height: int) -> None:
+        """Run one generation per batch size up to `largest` (capturing its graph on the fast path), so
+        kernels, graphs and allocator caches are ready before traffic."""
+        for n in self.batch_sizes(largest):
             self.images([Draw(Generate("", width, height), i, self.config.sampler) for i in range(n)])
+
+
+def _compiled(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """`fn` through torch.compile (any batch size); if compiling fails, `fn` itself from then on."""
+    compiled = torch.compile(fn, dynamic=True)
+    failed: list[Exception] = []
+
+    def call(*args: Tensor) -> Tensor:
+        if not failed:
+            try:
+                return compiled(*args)
+            except Exception as e:  # a compiler error is no reason to stop serving
+                failed.append(e)
+                warnings.warn(f"torch.compile failed, running eagerly: {e!r}", RuntimeWarning, stacklevel=2)
+        return fn(*args)
+
+    return call

@@ -9,10 +9,12 @@ operations and settings; every step runs batched on the device with no host sync
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -208,6 +210,17 @@ class Rows:
     @property
     def steps(self) -> int:
         return self.temperature.shape[1]
+
+    def split(self) -> tuple[list[Tensor], dict[str, Any]]:
+        """The tensors, in field order, and the host-side facts; `Rows.join` puts them back together."""
+        tensors = [getattr(self, f.name) for f in dataclasses.fields(self) if f.type == "Tensor"]
+        facts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.type != "Tensor"}
+        return tensors, facts
+
+    @classmethod
+    def join(cls, tensors: Sequence[Tensor], facts: dict[str, Any]) -> Rows:
+        named: dict[str, Any] = dict(zip((f.name for f in dataclasses.fields(cls)), tensors, strict=False))
+        return cls(**named, **facts)
 
 
 def sample(model: Denoiser, rows: Rows, *, num_labels: int, pick: Picker = pick_codes) -> Tensor:

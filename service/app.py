@@ -29,20 +29,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def batch_buckets(max_batch_size: int) -> list[int]:
-    """The batch sizes warmed up at start: powers of two below the largest, and the largest."""
-    sizes = [2**i for i in range(max_batch_size.bit_length()) if 2**i < max_batch_size]
-    return [*sizes, max_batch_size]
-
-
 def load_pipeline(settings: Settings) -> Pipeline:
     """The model from the weight folder, resident on the configured device."""
     import torch
 
     from model.pipeline import Pipeline
 
-    dtype = getattr(torch, settings.dtype)
-    return Pipeline.from_folder(settings.weights, device=settings.torch_device(), dtype=dtype)
+    device = settings.torch_device()
+    dtype = getattr(torch, settings.torch_dtype())
+    pipeline = Pipeline.from_folder(settings.weights, device=device, dtype=dtype)
+    if settings.fast_path and pipeline.device.type == "cuda":  # on a CPU, eager PyTorch is the fast path
+        pipeline.accelerate(compile=settings.compile)
+    return pipeline
 
 
 def make_broker(settings: Settings) -> Broker:
@@ -56,19 +54,21 @@ def make_broker(settings: Settings) -> Broker:
 
 def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker:
     """A worker running `pipeline` on `queue`, warming up each batch-size bucket first."""
-    from service.gpu.executor import Executor
+    from service.gpu.executor import Executor, to_png
     from service.gpu.worker import Worker
 
     size = pipeline.config.image_size
 
     def warmup() -> None:
-        pipeline.warmup(batch_buckets(settings.max_batch_size), width=size, height=size)
+        pipeline.warmup(settings.max_batch_size, width=size, height=size)
 
     return Worker(
         cast(WorkQueue, queue),  # both brokers serve both sides of the queue
         Executor(pipeline),
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
+        encode=to_png,
+        encoders=settings.encoders,
         warmup=warmup,
     )
 

@@ -21,10 +21,20 @@ class Settings(BaseSettings):
     device: str = Field(
         default="auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1"
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        default="float32", description="weights' dtype on the device"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="weights' dtype on the device: auto = float16 on CUDA, float32 on a CPU"
+    )
+    fast_path: bool = Field(
+        default=True,
+        description="on CUDA: the fused sampling kernel and CUDA graphs per batch size (Pipeline.accelerate)",
+    )
+    compile: bool = Field(
+        default=True, description="on the fast path: torch.compile the denoiser and the VQGAN decoder"
     )
     max_batch_size: int = Field(default=8, ge=1, le=256, description="most images in one GPU batch")
+    encoders: int = Field(
+        default=4, ge=1, le=64, description="threads encoding PNGs while the GPU runs the next batch"
+    )
     max_wait_ms: float = Field(
         default=2.0, ge=0, description="longest a batch waits for more work after its first job"
     )
@@ -69,6 +79,12 @@ class Settings(BaseSettings):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def torch_dtype(self) -> str:
+        """The weights' dtype, with `auto` resolved for the device."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "float16" if self.torch_device().startswith("cuda") else "float32"
 
 
 def env_name(field: str) -> str:

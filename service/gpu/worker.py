@@ -26,9 +26,15 @@ class Worker:
     without reaching the executor. If the executor raises, every job of that batch fails: with the
     `ServiceError` it raised, else with 500 `generation_failed`.
 
+    With `encode`, a batch's pictures are encoded in a pool of threads while the GPU thread runs the
+    next batch (at most `max_encoding` batches behind it), and stored once encoded.
+
     Args:
         queue: where jobs come from and results go (`InProcessBroker` or `RedisBroker`).
-        execute: the executor, `execute(slices) -> PNG bytes per slice`; runs in a dedicated thread.
+        execute: the executor, `execute(slices) -> pictures per slice`; runs in a dedicated thread.
+        encode: turns one picture into the stored bytes (PNG); None when `execute` returns bytes.
+        encoders: threads of the encoding pool.
+        max_encoding: batches encoding at once before the GPU thread waits for them.
         max_batch_size: most images per batch (the `Batcher`'s).
         max_wait_ms: longest the oldest job of a key waits for company (the `Batcher`'s).
         warmup: called once in the GPU thread before `ready` is set (e.g. the pipeline's warm-up).
@@ -43,12 +49,18 @@ class Worker:
         *,
         max_batch_size: int,
         max_wait_ms: float,
+        encode: Callable[[Any], bytes] | None = None,
+        encoders: int = 4,
+        max_encoding: int = 2,
         warmup: Callable[[], None] | None = None,
         poll_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue = queue
         self.execute = execute
+        self.encode = encode
+        self.encoders = encoders
+        self.max_encoding = max_encoding
         self.batcher = Batcher(max_batch_size, max_wait_ms)
         self.warmup = warmup
         self.poll_s = poll_s
@@ -56,13 +68,18 @@ class Worker:
         self.ready = asyncio.Event()
         self._stopping = False
         self._next_beat = 0.0
+        self._encoding: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Ask `run()` to return after the batch in hand."""
         self._stopping = True
 
     async def run(self) -> None:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="paella-gpu") as gpu:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="paella-gpu") as gpu,
+            ThreadPoolExecutor(max_workers=self.encoders, thread_name_prefix="paella-encode") as encoders,
+        ):
+            self._encoders = encoders
             loop = asyncio.get_running_loop()
             if self.warmup is not None:
                 await loop.run_in_executor(gpu, self.warmup)
@@ -79,6 +96,7 @@ class Worker:
             finally:
                 self.ready.clear()
                 metrics.WORKER_UP.dec()
+                await asyncio.gather(*self._encoding)
                 leftover = self.batcher.drain()
                 if leftover:
                     await self.queue.release(leftover)
@@ -118,13 +136,43 @@ class Worker:
         metrics.BATCH_SIZE.observe(sum(p.n for p in batch))
         metrics.refresh_gpu_memory()
         if error is not None:
-            for job in _unique_jobs(batch):
-                self.batcher.discard(job.id)
-                await self.queue.fail(job, error)
+            await self._fail(batch, error)
             return
+        if self.encode is None:
+            await self._store(batch, results)
+            return
+        while len(self._encoding) >= self.max_encoding:
+            await asyncio.wait(self._encoding, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._encode_and_store(batch, results))
+        self._encoding.add(task)
+        task.add_done_callback(self._encoding.discard)
+
+    async def _encode_and_store(self, batch: list[Slice], results: list[list[Any]]) -> None:
+        """Encode a batch's pictures in the pool, then store them."""
+        assert self.encode is not None
+        loop, encode = asyncio.get_running_loop(), self.encode
+        try:
+            encoded = [
+                list(
+                    await asyncio.gather(*(loop.run_in_executor(self._encoders, encode, p) for p in pictures))
+                )
+                for pictures in results
+            ]
+        except Exception:
+            log.exception("encoding a batch of %d images failed", sum(p.n for p in batch))
+            await self._fail(batch, generation_failed())
+            return
+        await self._store(batch, encoded)
+
+    async def _store(self, batch: list[Slice], results: list[list[bytes]]) -> None:
         for part, images in zip(batch, results, strict=True):
             await self.queue.complete(part, images)
             metrics.IMAGES_GENERATED.inc(len(images))
+
+    async def _fail(self, batch: list[Slice], error: ServiceError) -> None:
+        for job in _unique_jobs(batch):
+            self.batcher.discard(job.id)
+            await self.queue.fail(job, error)
 
     async def _wait_beating(self, future: asyncio.Future[Any]) -> Any:
         """The executor's result, heartbeating meanwhile so the queue does not reclaim the batch."""

@@ -58,8 +58,15 @@ class Intake:
         return self._job(Inpaint(image, mask, r.prompt), r, r.n)
 
     def outpaint(self, r: schemas.OutpaintRequest) -> Job:
-        image = self._upload(r.image, "image", sized=True)
+        image = self._upload(r.image, "image")  # only the extended canvas follows the size rules
         f = self.model.downscale
+        if image.width % f or image.height % f:
+            raise ServiceError(
+                400,
+                "invalid_size",
+                f"image: {image.width}x{image.height}; sides must be multiples of {f}",
+                "image",
+            )
         for side in ("left", "right", "up", "down"):
             if getattr(r, side) % f:
                 raise ServiceError(400, "invalid_padding", f"{side}: must be a multiple of {f}", side)

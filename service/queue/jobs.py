@@ -6,9 +6,10 @@ import time
 import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from model.config import SamplerConfig
-from model.ops import Draw, Operation
+from model.ops import Draw, Operation, spatial
 
 
 @dataclass
@@ -44,8 +45,10 @@ class Job:
 
     @property
     def key(self) -> Hashable:
-        """Only jobs of equal keys share a batch: the operation's kind, the canvas and the sampler."""
-        return type(self.op).__name__, self.op.size, self.sampler
+        """Only jobs of equal keys share a batch: what one sampling call must share, the canvas and the
+        step count, and whether the conditioning is a map (compositions) or one embedding. Everything
+        else (operation, guidance, temperature, typical mass, seeds, masks, starting tokens) is per image."""
+        return self.op.size, self.sampler.steps, spatial(self.op)
 
 
 @dataclass(frozen=True)
@@ -69,5 +72,6 @@ class Slice:
         return [Draw(job.op, job.seeds[i], job.sampler, i) for i in range(self.start, self.stop)]
 
 
-Executor = Callable[[list[Slice]], list[list[bytes]]]
-"""Runs one batch on the GPU: PNG bytes per slice, in seed order. Synchronous; may raise `ServiceError`."""
+Executor = Callable[[list[Slice]], list[list[Any]]]
+"""Runs one batch on the GPU: pictures (or their bytes) per slice, in seed order. Synchronous; may raise
+`ServiceError`."""

@@ -229,4 +229,23 @@ def test_inputs_are_checked(pipe, pictures):
 
 def test_seeds_wrap_uint64_and_warmup_runs(pipe):
     assert pipe.seed_tensor([0, 2**63, 2**64 - 1, -1]).tolist() == [0, -(2**63), -1, -1]
-    pipe.warmup([1, 2], width=32, height=32)
+    assert pipe.batch_sizes(6) == [1, 2, 4, 6]
+    pipe.warmup(2, width=32, height=32)
+
+
+def test_batches_padded_to_a_graph_bucket_give_the_same_tokens(tiny_model_dir):
+    """The fast path's padding and static buffers, uncaptured on the CPU: every row as in eager sampling."""
+    pipe = Pipeline.from_folder(tiny_model_dir)
+    eager = [
+        pipe.tokens(draws([Generate(f"a red circle {i}", 32, 32)] * n, list(range(n)), pipe=pipe))
+        for i, n in enumerate((3, 1, 5))
+    ]
+    pipe.accelerate((2, 4), compile=False, capture=False)
+    padded = [
+        pipe.tokens(draws([Generate(f"a red circle {i}", 32, 32)] * n, list(range(n)), pipe=pipe))
+        for i, n in enumerate((3, 1, 5))
+    ]
+    for a, b in zip(eager, padded, strict=True):
+        assert torch.equal(a, b)
+    assert pipe._sample is not None and len(pipe._sample) == 2  # buckets 4 and 2; five rows: unpadded
+    assert pipe.batch_sizes(6) == [2, 4, 6]

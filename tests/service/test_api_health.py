@@ -25,9 +25,9 @@ class SlowWarmup:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.pipeline, name)
 
-    def warmup(self, batch_sizes: list[int], *, width: int, height: int) -> None:
+    def warmup(self, largest: int, *, width: int, height: int) -> None:
         self.release.wait(timeout=30)
-        self.pipeline.warmup(batch_sizes, width=width, height=height)
+        self.pipeline.warmup(largest, width=width, height=height)
 
 
 @pytest.fixture(scope="module")

@@ -196,3 +196,50 @@ def test_concurrent_requests_form_batches(
     assert 4 <= batches < 32
     ok = 'endpoint="/v1/images/generations",status="200"'
     assert metric(after, "paella_requests_total", ok) - metric(before, "paella_requests_total", ok) == 32
+
+
+async def _post_mixed(url: str, requests: list[tuple[str, dict[str, Any]]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        return await asyncio.gather(*(client.post(path, json=body) for path, body in requests))
+
+
+def test_mixed_operations_and_settings_share_batches_and_draw_what_they_draw_alone(
+    server: LiveServer, client: httpx.Client, grid: tuple[int, int]
+) -> None:
+    """Generations at several guidance scales and temperatures, an edit, a variation, an outpainting and a
+    structural edit of one canvas: batched together, each answers the bytes it answers alone."""
+    _, m = grid
+    image, hole = b64(png_bytes(m, m)), b64(png_bytes(m, m, "RGBA", (0, 0, 0, 0)))
+    size, knobs = f"{m}x{m}", {"steps": 3}
+    requests: list[tuple[str, dict[str, Any]]] = [
+        *(
+            (
+                "/v1/images/generations",
+                {"prompt": "a red circle", "size": size, "seed": i, "guidance_scale": g, **knobs},
+            )
+            for i, g in enumerate((3.0, 5.0, -1.0, 7.0))
+        ),
+        (
+            "/v1/images/generations",
+            {"prompt": "a blue square", "size": size, "seed": 9, "temperature": 0.7, **knobs},
+        ),
+        ("/v1/images/edits", {"prompt": "a blue square", "image": image, "mask": hole, "seed": 10, **knobs}),
+        ("/v1/images/variations", {"image": image, "size": size, "seed": 11, "typical_mass": 0, **knobs}),
+        (
+            "/v1/images/outpaints",
+            {"prompt": "more", "image": b64(png_bytes(m, m // 2)), "down": m // 2, "seed": 12, **knobs},
+        ),
+        (
+            "/v1/images/structural-edits",
+            {"prompt": "a red circle", "image": image, "strength": 0.5, "seed": 13, **knobs},
+        ),
+    ]
+    before = client.get("/metrics").text
+    together = asyncio.run(_post_mixed(server.url, requests))
+    after = client.get("/metrics").text
+    batches = metric(after, "paella_batch_size_count") - metric(before, "paella_batch_size_count")
+    assert 1 <= batches < len(requests) / 2  # nine requests of one canvas and step count: a batch or two
+    for (path, body), answer in zip(requests, together, strict=True):
+        alone = client.post(path, json=body)
+        assert answer.status_code == alone.status_code == 200, path
+        assert answer.json()["data"] == alone.json()["data"], path

@@ -148,3 +148,54 @@ def test_warmup_runs_before_ready_and_stop_finishes_the_batch_in_hand() -> None:
         assert (info.value.status, info.value.code) == (503, "shutting_down")
 
     asyncio.run(scenario())
+
+
+def test_pictures_are_encoded_in_the_pool_while_the_gpu_runs_the_next_batch() -> None:
+    events: list[str] = []
+    encoded = threading.Event()
+
+    def execute(slices: list[Slice]) -> list[list[str]]:
+        events.append(f"gpu {slices[0].job.seeds[0]}")
+        return [[f"{s.job.seeds[0]}:{seed}" for seed in s.seeds] for s in slices]
+
+    def encode(picture: str) -> bytes:
+        if picture.startswith("1:"):
+            encoded.wait(5)  # the first batch's encoding waits for the second batch's GPU stage
+        events.append(f"encoded {picture}")
+        if picture.startswith("2:"):
+            encoded.set()
+        return picture.encode()
+
+    async def scenario() -> None:
+        broker = InProcessBroker(max_queue_depth=100)
+        worker = Worker(broker, execute, max_batch_size=1, max_wait_ms=0, encode=encode, encoders=2)
+
+        async def body() -> None:
+            first = asyncio.create_task(broker.submit(fake_job([1])))
+            await asyncio.sleep(0.05)
+            second = asyncio.create_task(broker.submit(fake_job([2])))
+            assert await first == [b"1:1"] and await second == [b"2:2"]
+
+        await with_worker(broker, worker, body)
+        assert events.index("gpu 2") < events.index("encoded 1:1")
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_encoding_fails_its_jobs_with_500() -> None:
+    def encode(picture: bytes) -> bytes:
+        raise OSError("disk full")
+
+    async def scenario() -> None:
+        broker = InProcessBroker(max_queue_depth=100)
+        worker = Worker(broker, fake_execute, max_batch_size=4, max_wait_ms=0, encode=encode)
+
+        async def body() -> None:
+            with pytest.raises(ServiceError) as info:
+                await broker.submit(fake_job([1, 2]))
+            assert (info.value.status, info.value.code) == (500, "generation_failed")
+
+        await with_worker(broker, worker, body)
+        assert await broker.depth() == 0
+
+    asyncio.run(scenario())
