@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import io
 import itertools
 import json
 import statistics
@@ -41,11 +40,12 @@ from model.config import PAELLA_V1, ModelConfig, SamplerConfig
 from model.denoiser import Denoiser
 from model.ops import Draw, Generate
 from model.pipeline import Pipeline
-from model.sampler import sample
 from model.vqgan import VQGAN
 from model.weights import write_random_folder
+from service.gpu.executor import to_png
 from training import world
 
+FAST_DTYPE = torch.float16  # what PAELLA_DTYPE=auto picks on CUDA
 PROMPT = "a photograph of a red fox sitting in a snowy forest at dawn, number"
 _counter = itertools.count()
 
@@ -82,9 +82,10 @@ def wall_ms(fn: Callable[[], Any], repeats: int) -> list[float]:
 
 
 def png_ms(images: list[Any]) -> float:
+    """The service's PNG encoding of a batch on one core (the service spreads it over a pool)."""
     start = time.perf_counter()
     for image in images:
-        image.save(io.BytesIO(), format="PNG")
+        to_png(image)
     return 1000 * (time.perf_counter() - start)
 
 
@@ -102,11 +103,7 @@ def measure(pipe: Pipeline, batch: int, sampler: SamplerConfig, repeats: int) ->
         text = wall_ms(lambda: pipe.clip.encode_text(fresh_prompts(batch)), repeats)
         prepared = [pipe.rows(batch_draws()) for _ in range(repeats)]
         at = iter(prepared)
-        if pipe.graphs is not None:
-            steps = wall_ms(lambda: pipe.graphs(next(at)), repeats)  # type: ignore[misc]
-        else:
-            num = pipe.config.denoiser.num_labels
-            steps = wall_ms(lambda: sample(pipe.denoiser, next(at), num_labels=num, pick=pipe.pick), repeats)
+        steps = wall_ms(lambda: pipe.sample(next(at)), repeats)
     tokens = pipe.tokens(batch_draws())
     decode = wall_ms(lambda: pipe.decode(tokens), repeats)
     png = png_ms(pipe.decode(tokens))
@@ -148,7 +145,7 @@ def agreement(mini: Path, n: int) -> dict[str, Any]:
     prompts = world.eval_prompts(n, 0).prompts
     reference_mode()
     ref = Pipeline.from_folder(mini, device="cuda", dtype=torch.float32)
-    fast = Pipeline.from_folder(mini, device="cuda", dtype=torch.bfloat16)
+    fast = Pipeline.from_folder(mini, device="cuda", dtype=FAST_DTYPE)
     fast.accelerate()
     sampler = ref.config.sampler
     size = ref.config.image_size
@@ -325,7 +322,7 @@ def main() -> None:
     del ref
     torch.cuda.empty_cache()
 
-    fast = build(config, torch.bfloat16)
+    fast = build(config, FAST_DTYPE)
     start = time.perf_counter()
     fast.accelerate()
     fast.warmup(max(args.batches), width=256, height=256)

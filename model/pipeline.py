@@ -135,7 +135,11 @@ class Pipeline:
     @torch.inference_mode()
     def tokens(self, draws: Sequence[Draw]) -> Tensor:
         """Token grids [B, h, w] int64 of draws sharing one canvas and one step count, as one batch."""
-        rows = self.rows(draws)
+        return self.sample(self.rows(draws))
+
+    @torch.inference_mode()
+    def sample(self, rows: Rows) -> Tensor:
+        """The sampling steps over prepared rows (`rows(draws)`): token grids [B, h, w] int64."""
         if self._sample is not None:
             tensors, facts = rows.split()
             facts["first_step"] = 0  # one graph whatever the rows' start steps: late rows wait masked
