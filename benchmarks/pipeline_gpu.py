@@ -26,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -180,8 +181,18 @@ def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> floa
 
 
 def service_mode(args: argparse.Namespace, best: float) -> dict[str, Any]:
-    """`paella serve` on full-size Paella v1 (random weights) or --weights, driven over HTTP."""
+    """`paella serve` on full-size Paella v1 (random weights) or --weights, driven over HTTP; what was
+    measured before a failure is kept, with the failure."""
     out: dict[str, Any] = {}
+    try:
+        _service_mode(args, best, out)
+    except Exception as e:
+        traceback.print_exc()
+        out["service_error"] = repr(e)
+    return out
+
+
+def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights
         if weights is None:
@@ -271,7 +282,6 @@ def service_mode(args: argparse.Namespace, best: float) -> dict[str, Any]:
                     1000 * seen.get("paella_batch_compute_seconds_sum", 0.0) / max(batches, 1), 1
                 ),
             }
-    return out
 
 
 def _holds(load: dict[str, Any]) -> bool:

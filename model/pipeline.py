@@ -98,7 +98,7 @@ class Pipeline:
         self, buckets: Sequence[int] = BUCKETS, *, compile: bool = True, capture: bool | None = None
     ) -> None:
         """The fast path: the denoiser and the VQGAN decoder compiled for the native canvas (torch.compile,
-        any batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
+        every batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
         compilation), the fused Triton picker, and CUDA graphs per batch bucket of the sampling loop, the
         text tower and the decoder, captured on first use (`warmup` captures them ahead of traffic).
 
@@ -344,12 +344,15 @@ class Pipeline:
 
 
 def _compiled(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """`fn` through torch.compile (any batch size); if compiling fails, `fn` itself from then on."""
-    compiled = torch.compile(fn, dynamic=True)
+    """`fn` through torch.compile, one compilation for every batch size (the batch dimension symbolic, every
+    other one fixed, so kernels stay specialised to the canvas); if compiling fails, `fn` from then on."""
+    compiled = torch.compile(fn)
     failed: list[Exception] = []
 
     def call(*args: Tensor) -> Tensor:
         if not failed:
+            for a in args:
+                torch._dynamo.maybe_mark_dynamic(a, 0)
             try:
                 return compiled(*args)
             except Exception as e:  # a compiler error is no reason to stop serving

@@ -76,27 +76,33 @@ def read_folder(path: str | Path, parts: Iterable[str] = PARTS) -> tuple[ModelCo
 
 
 def write_random_folder(
-    path: str | Path, config: ModelConfig, vocabulary: Sequence[str] | None = None, seed: int = 0
+    path: str | Path,
+    config: ModelConfig,
+    vocabulary: Sequence[str] | None = None,
+    seed: int = 0,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """A weight folder of `config` with seeded random weights (fan-in scaled, so every input matters):
-    the cost of a model without its trained weights, for tests and benchmarks."""
-    with torch.random.fork_rng():
+    the cost of a model without its trained weights, for tests and benchmarks. `device` is where the
+    networks are built (a GPU builds full-size ones in seconds); `dtype` is the stored type."""
+    with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
         clip = ClipEncoder(config.clip, vocabulary)
         modules = {"denoiser": Denoiser(config.denoiser), "vqgan": VQGAN(config.vqgan), "clip": clip.model}
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     tensors = {}
     for part, module in modules.items():
         state = {}
         for name, t in module.state_dict().items():
             if t.is_floating_point():
-                t = torch.randn(t.shape, generator=g) / math.sqrt(
-                    math.prod(t.shape[1:]) if t.dim() > 1 else 1
-                )
+                scale = math.sqrt(math.prod(t.shape[1:]) if t.dim() > 1 else 1)
+                t = torch.randn(t.shape, generator=g, device=t.device) / scale
             state[name] = t
         tensors[part] = state
     extra = {} if vocabulary is None else {"vocab.json": WordTokenizer(vocabulary).to_json().encode()}
-    return write_folder(path, config, tensors, extra_files=extra)
+    return write_folder(path, config, tensors, extra_files=extra, dtype=dtype)
 
 
 def load_module(module: M, state: Mapping[str, Tensor], *, dtype: torch.dtype | None = None) -> M:
