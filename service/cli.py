@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from service.settings import Settings, env_name
+
+if TYPE_CHECKING:
+    from service.gpu.worker import Worker
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -52,10 +57,13 @@ def worker(settings: Settings) -> None:
     from service.app import load_pipeline, make_broker, make_worker
     from service.metrics import serve_metrics
 
+    workers: list[Worker] = []
+
     async def run() -> None:
         pipeline = await asyncio.to_thread(load_pipeline, settings)
         broker = make_broker(settings)
         gpu = make_worker(settings, broker, pipeline)
+        workers.append(gpu)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, gpu.stop)
@@ -64,13 +72,19 @@ def worker(settings: Settings) -> None:
         finally:
             await broker.close()
 
-    exporter = serve_metrics(settings.metrics_port, settings.host) if settings.metrics_port else None
+    def healthy() -> bool:
+        return all(w.alive for w in workers)
+
+    exporter = serve_metrics(settings.metrics_port, settings.host, healthy) if settings.metrics_port else None
     try:
         asyncio.run(run())
     finally:
         if exporter is not None:
             exporter.shutdown()
             exporter.server_close()
+    if not healthy():  # a hung GPU thread would hold the interpreter open: leave now, let it be restarted
+        logging.getLogger(__name__).critical("the worker hung; exiting")
+        os._exit(3)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,9 +20,11 @@ from starlette.datastructures import UploadFile
 
 from service.errors import ServiceError, not_ready
 from service.http import schemas
+from service.http.access import client_of
 from service.http.errors import ErrorResponse, validation_error
 from service.http.intake import Intake
 from service.metrics import render_metrics
+from service.queue.admission import cost
 from service.queue.jobs import Job
 from service.runtime import Runtime
 
@@ -132,8 +134,10 @@ def json_or_form(model: type[M]) -> Callable[[Request], Awaitable[M]]:
         elif content_type == "application/json":
             try:
                 data = await request.json()
-            except ValueError:
-                raise ServiceError(400, "invalid_json", "the body is not valid JSON") from None
+            except (ValueError, RecursionError):
+                raise ServiceError(
+                    400, "invalid_json", "the body is not valid JSON, or nested too deeply"
+                ) from None
         else:
             raise ServiceError(415, "unsupported_media_type", "send application/json or multipart/form-data")
         if not isinstance(data, dict):
@@ -157,8 +161,10 @@ def both_bodies(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def answer(runtime: Runtime, job: Job, accept: str) -> Response:
-    """Submit the job and wait; JSON with base64 PNGs, or the PNG itself for n=1 and Accept: image/png."""
+async def answer(runtime: Runtime, job: Job, accept: str, client: str) -> Response:
+    """Charge the client, submit the job and wait; JSON with base64 PNGs, or the PNG itself for n=1 and
+    Accept: image/png."""
+    runtime.limits.spend(client, cost(job))
     pngs = await runtime.submit(job)
     if len(pngs) == 1 and "image/png" in accept:
         return Response(pngs[0], media_type="image/png", headers={"X-Paella-Seed": str(job.seeds[0])})
@@ -185,8 +191,11 @@ def _add_image_route(route: ImageRoute) -> None:
         body_type = Annotated[route.body, Depends(json_or_form(route.body))]
         options["openapi_extra"] = both_bodies(route.body)
 
-    async def handler(body: Any, intake: IntakeDep, runtime: RuntimeDep, accept: AcceptDep = "") -> Response:
-        return await answer(runtime, await run_in_threadpool(route.build, intake, body), accept)
+    async def handler(
+        request: Request, body: Any, intake: IntakeDep, runtime: RuntimeDep, accept: AcceptDep = ""
+    ) -> Response:
+        job = await run_in_threadpool(route.build, intake, body)
+        return await answer(runtime, job, accept, client_of(request.scope))
 
     handler.__annotations__["body"] = body_type  # the route's own body, for FastAPI's parsing and docs
     router.post(route.path, **options)(handler)
@@ -203,9 +212,11 @@ async def models(intake: IntakeDep) -> schemas.ModelList:
     return schemas.ModelList(data=[card])
 
 
-@router.get("/healthz", response_model=schemas.Health)
-async def healthz() -> schemas.Health:
-    """Alive: the process answers."""
+@router.get("/healthz", response_model=schemas.Health, responses={503: {"model": ErrorResponse}})
+async def healthz(runtime: RuntimeDep) -> schemas.Health:
+    """Alive: the process can serve (503 once its start-up failed or its worker hung or died: restart it)."""
+    if not runtime.alive():
+        raise ServiceError(503, "unhealthy", "this process cannot serve; restart it")
     return schemas.Health(status="ok")
 
 

@@ -70,6 +70,14 @@ class WorkQueue(Protocol):
         """Give back received jobs the worker will not run (it is stopping)."""
         ...
 
+    async def abandon(self, jobs: list[Job]) -> None:
+        """Let go of jobs a hung worker holds: another worker takes them over, or they are answered 503."""
+        ...
+
     async def heartbeat(self) -> None:
         """Tell the queue this worker is alive and still holds its jobs."""
+        ...
+
+    async def record(self, units: float, seconds: float) -> None:
+        """A batch of `units` cost took `seconds` of this worker's time (admission's rate)."""
         ...
