@@ -48,6 +48,9 @@ QUEUE_DEPTH = Gauge(
     "paella_queue_depth", "Images admitted and not yet answered", multiprocess_mode="livemostrecent"
 )
 REJECTED = Counter("paella_rejected", "Requests refused or dropped, by reason", ["reason"])
+CANCELLED = Counter(
+    "paella_cancelled", "Requests withdrawn because their client left before the answer (never computed)"
+)
 REDELIVERIES = Counter("paella_redeliveries", "Queue entries reclaimed from a dead or stuck worker")
 WORKER_UP = Gauge("paella_worker_up", "Workers warmed up and running", multiprocess_mode="livesum")
 

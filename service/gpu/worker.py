@@ -128,7 +128,12 @@ class Worker:
             await self.queue.fail(job, DeadlineExceeded())
         batch = self.batcher.next_batch(now)
         if batch:
-            await self._run_batch(batch)
+            wanted = await self.queue.wanted(batch)  # nobody waits for the rest: never computed
+            for part in batch:
+                if part not in wanted:
+                    self.batcher.discard(part.job.id)
+            if wanted:
+                await self._run_batch(wanted)
             return
         wakeup = self.batcher.next_wakeup(now)
         timeout = self.poll_s if wakeup is None else min(self.poll_s, max(0.0, wakeup - now))

@@ -42,15 +42,18 @@ class BodyLimit:
             too_large = BodyTooLarge(self.max_bytes)
             await error_response(413, "body_too_large", too_large.detail)(scope, receive, send)
             return
-        received = 0
+        received, complete = 0, False
         deadline = time.monotonic() + self.timeout_s
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, complete
+            if complete:  # past the body only a disconnect can come, whenever the client leaves
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 raise BodyTimeout(self.timeout_s) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

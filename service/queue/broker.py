@@ -58,6 +58,10 @@ class WorkQueue(Protocol):
         """Up to `max_jobs` jobs, waiting at most `timeout_s` for the first."""
         ...
 
+    async def wanted(self, batch: list[Slice]) -> list[Slice]:
+        """The slices somebody still waits for: what the worker computes (the rest are dropped)."""
+        ...
+
     async def complete(self, part: Slice, images: list[bytes]) -> None:
         """Store a slice's PNGs; the job is acknowledged once all its images are stored."""
         ...

@@ -55,7 +55,11 @@ class InProcessBroker:
         try:
             return await asyncio.wait_for(future, timeout=max(0.0, job.deadline - time.time()))
         except TimeoutError:
+            self._finish(job.id, DeadlineExceeded())  # nobody waits any more: never computed
             raise DeadlineExceeded() from None
+        except asyncio.CancelledError:  # the client left
+            self._finish(job.id, shutting_down())
+            raise
 
     async def depth(self) -> int:
         return self._depth
@@ -86,6 +90,9 @@ class InProcessBroker:
             if job.id in self._open:
                 jobs.append(Delivery(job, 0))
         return jobs
+
+    async def wanted(self, batch: list[Slice]) -> list[Slice]:
+        return [part for part in batch if part.job.id in self._open]
 
     async def complete(self, part: Slice, images: list[bytes]) -> None:
         entry = self._open.get(part.job.id)

@@ -339,6 +339,9 @@ class RedisBroker:
                 self.stream, self.group, self.consumer, 0, ids, idle=self.claim_idle_ms, justid=True
             )
 
+    async def wanted(self, batch: list[Slice]) -> list[Slice]:
+        return batch
+
     async def abandon(self, jobs: list[Job]) -> None:
         """Stop holding the jobs' entries: no heartbeat extends them, so another worker reclaims them."""
         for job in jobs:

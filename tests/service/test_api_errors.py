@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from service.queue.admission import Admission
 from service.queue.inprocess import InProcessBroker
 from service.queue.jobs import Job
 from service.settings import Settings
-from tests.service.live import LiveServer, assert_error_shape, b64, png_bytes
+from tests.service.live import LiveServer, assert_error_shape, b64, metric, png_bytes
 
 MAX_BODY = 256 * 1024
 MAX_PIXELS = 512 * 512
@@ -298,3 +299,40 @@ def test_a_full_queue_gets_503_with_retry_after_and_a_request_larger_than_it_413
             held.release.set()
             assert first.result(timeout=30).status_code == 200
         assert client.post("/v1/images/generations", json=body).status_code == 200
+
+
+def test_a_client_that_leaves_is_counted_and_its_job_never_computed(
+    tiny_model_dir: Any, pipeline: Pipeline
+) -> None:
+    held = HeldPipeline(pipeline)
+    seen: list[str] = []
+    images = held.images
+
+    def recording(draws: Any) -> Any:
+        seen.extend(d.op.prompt for d in draws)
+        return images(draws)
+
+    held.images = recording  # type: ignore[method-assign]
+    settings = _settings(tiny_model_dir)
+    body = {"size": "32x32", "steps": 1}
+    with LiveServer(create_app(settings, pipeline=held)) as live, live.client() as client:  # type: ignore[arg-type]
+        before = metric(client.get("/metrics").text, "paella_cancelled_total")
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(
+                client.post, "/v1/images/generations", json={"prompt": "a red circle", **body}
+            )
+            assert held.started.wait(timeout=30)  # the worker is busy with the first request
+            with pytest.raises(httpx.ReadTimeout), live.client(timeout_s=0.5) as impatient:
+                impatient.post("/v1/images/generations", json={"prompt": "a blue square", **body})
+            for _ in range(100):
+                if metric(client.get("/metrics").text, "paella_cancelled_total") == before + 1:
+                    break
+                time.sleep(0.02)
+            held.release.set()
+            assert first.result(timeout=30).status_code == 200
+        assert (
+            client.post("/v1/images/generations", json={"prompt": "a green triangle", **body}).status_code
+            == 200
+        )
+        assert metric(client.get("/metrics").text, "paella_cancelled_total") == before + 1
+        assert "a blue square" not in seen and "a green triangle" in seen
