@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -43,13 +44,36 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def serve(settings: Settings, *, run_worker: bool) -> None:
-    """Run the HTTP API (and, embedded, the GPU worker) until interrupted."""
+    """Run the HTTP API (and, embedded, the GPU worker) until SIGTERM or SIGINT.
+
+    A first signal drains: /readyz turns 503 at once so load balancers stop sending, requests keep being
+    served for `drain_s`, then the server stops accepting, finishes what it holds (up to the request
+    deadline) and exits. A second signal stops at once.
+    """
     import uvicorn
 
     from service.app import create_app
 
     app = create_app(settings, run_worker=run_worker)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+    )
+
+    class Draining(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            runtime = getattr(app.state, "runtime", None)
+            if runtime is None or runtime.draining:
+                super().handle_exit(sig, frame)
+                return
+            runtime.draining = True
+            threading.Timer(settings.drain_s, super().handle_exit, (sig, frame)).start()
+
+    Draining(config).run()
 
 
 def worker(settings: Settings) -> None:

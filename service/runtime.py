@@ -27,6 +27,7 @@ class Runtime:
     worker: Worker | None = None
     worker_task: asyncio.Task[None] | None = None
     failure: str | None = None
+    draining: bool = False  # set on SIGTERM: not ready any more, still serving
 
     async def submit(self, job: Job) -> list[bytes]:
         if self.broker is None:
@@ -48,6 +49,8 @@ class Runtime:
         """Why the service cannot take work now, or None when it can."""
         if self.failure is not None:
             return "start-up failed"
+        if self.draining:
+            return "shutting down"
         if self.broker is None or self.intake is None:
             return "loading the model"
         if self.worker is not None and not self.worker.alive:

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     max_side: int = Field(default=1024, ge=8, description="largest output width or height, in pixels")
     max_n: int = Field(default=8, ge=1, le=8, description="most images per request (n)")
     max_frames: int = Field(default=16, ge=2, le=16, description="most frames per interpolation")
+    drain_s: float = Field(
+        default=3.0, ge=0, description="on SIGTERM, seconds /readyz answers 503 while requests still run"
+    )
     host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
     port: int = Field(default=8000, ge=0, le=65535, description="port the HTTP server binds")
     metrics_port: int = Field(
