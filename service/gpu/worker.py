@@ -9,11 +9,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from model.config import ModelConfig
 from service import metrics
 from service.errors import DeadlineExceeded, ServiceError, generation_failed
 from service.gpu.batcher import Batcher
 from service.queue.broker import WorkQueue
-from service.queue.jobs import Executor, Job, Slice
+from service.queue.jobs import Encoding, Executor, Job, Made, Slice
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +22,20 @@ log = logging.getLogger(__name__)
 class Worker:
     """Pulls jobs from a `WorkQueue`, batches them with a `Batcher` and runs them on one GPU thread.
 
-    `run()` warms up (in the GPU thread), sets `ready`, then loops until `stop()`; a stop finishes
-    the batch in hand and gives the rest back with `queue.release`. Expired jobs are answered 504
-    without reaching the executor. If the executor raises, every job of that batch fails: with the
-    `ServiceError` it raised, else with 500 `generation_failed`.
+    `run()` warms up (in the GPU thread), announces `model`, sets `ready`, then loops until `stop()`; a
+    stop finishes the batch in hand and gives the rest back with `queue.release`. Expired jobs are
+    answered 504 without reaching the executor. If the executor raises, every job of that batch fails:
+    with the `ServiceError` it raised, else with 500 `generation_failed`.
 
-    With `encode`, a batch's pictures are encoded in a pool of threads while the GPU thread runs the
-    next batch (at most `max_encoding` batches behind it), and stored once encoded.
+    With `encode`, a batch's pictures and previews are encoded in a pool of threads while the GPU thread
+    runs the next batch (at most `max_encoding` batches behind it); each slice's previews are published,
+    then its images stored.
 
     Args:
         queue: where jobs come from and results go (`InProcessBroker` or `RedisBroker`).
-        execute: the executor, `execute(slices) -> pictures per slice`; runs in a dedicated thread.
-        encode: turns one picture into the stored bytes (PNG); None when `execute` returns bytes.
+        execute: the executor, `execute(slices) -> what it made of each slice`; runs in a dedicated thread.
+        model: what this worker serves, announced to the queue once warm; None announces nothing.
+        encode: `encode(picture, encoding)`, a picture as the job's bytes; None when `execute` returns bytes.
         encoders: threads of the encoding pool.
         max_encoding: batches encoding at once before the GPU thread waits for them.
         max_batch_size: most images per batch (the `Batcher`'s).
@@ -49,7 +52,8 @@ class Worker:
         *,
         max_batch_size: int,
         max_wait_ms: float,
-        encode: Callable[[Any], bytes] | None = None,
+        model: ModelConfig | None = None,
+        encode: Callable[[Any, Encoding], bytes] | None = None,
         encoders: int = 4,
         max_encoding: int = 2,
         warmup: Callable[[], None] | None = None,
@@ -58,6 +62,7 @@ class Worker:
     ) -> None:
         self.queue = queue
         self.execute = execute
+        self.model = model
         self.encode = encode
         self.encoders = encoders
         self.max_encoding = max_encoding
@@ -84,6 +89,8 @@ class Worker:
             if self.warmup is not None:
                 await loop.run_in_executor(gpu, self.warmup)
             metrics.install_gpu_memory_gauge()
+            if self.model is not None:
+                await self.queue.announce(self.model)
             self.ready.set()
             metrics.WORKER_UP.inc()
             try:
@@ -125,7 +132,10 @@ class Worker:
         error: ServiceError | None = None
         try:
             results = await self._wait_beating(future)
-            if len(results) != len(batch) or any(len(r) != p.n for r, p in zip(results, batch, strict=True)):
+            if len(results) != len(batch) or any(
+                len(made.pictures) != p.n or len(made.previews) != p.n
+                for made, p in zip(results, batch, strict=True)
+            ):
                 raise ValueError("the executor returned the wrong number of images")
         except ServiceError as e:
             error = e
@@ -147,27 +157,35 @@ class Worker:
         self._encoding.add(task)
         task.add_done_callback(self._encoding.discard)
 
-    async def _encode_and_store(self, batch: list[Slice], results: list[list[Any]]) -> None:
-        """Encode a batch's pictures in the pool, then store them."""
-        assert self.encode is not None
-        loop, encode = asyncio.get_running_loop(), self.encode
+    async def _encode_and_store(self, batch: list[Slice], results: list[Made]) -> None:
+        """Encode a batch's pictures and previews in the pool, then store them."""
+        loop = asyncio.get_running_loop()
+
+        async def encoded(pictures: list[Any], encoding: Encoding) -> list[bytes]:
+            assert self.encode is not None
+            jobs = (loop.run_in_executor(self._encoders, self.encode, p, encoding) for p in pictures)
+            return list(await asyncio.gather(*jobs))
+
         try:
-            encoded = [
-                list(
-                    await asyncio.gather(*(loop.run_in_executor(self._encoders, encode, p) for p in pictures))
+            done = [
+                Made(
+                    await encoded(made.pictures, part.job.encoding),
+                    [await encoded(previews, part.job.encoding) for previews in made.previews],
                 )
-                for pictures in results
+                for part, made in zip(batch, results, strict=True)
             ]
         except Exception:
             log.exception("encoding a batch of %d images failed", sum(p.n for p in batch))
             await self._fail(batch, generation_failed())
             return
-        await self._store(batch, encoded)
+        await self._store(batch, done)
 
-    async def _store(self, batch: list[Slice], results: list[list[bytes]]) -> None:
-        for part, images in zip(batch, results, strict=True):
-            await self.queue.complete(part, images)
-            metrics.IMAGES_GENERATED.inc(len(images))
+    async def _store(self, batch: list[Slice], results: list[Made]) -> None:
+        for part, made in zip(batch, results, strict=True):
+            if any(made.previews):
+                await self.queue.preview(part, made.previews)
+            await self.queue.complete(part, made.pictures)
+            metrics.IMAGES_GENERATED.inc(len(made.pictures))
 
     async def _fail(self, batch: list[Slice], error: ServiceError) -> None:
         for job in _unique_jobs(batch):

@@ -1,14 +1,58 @@
-"""ASGI middleware: the request-body limit and the per-endpoint request metrics."""
+"""ASGI middleware: request ids (and the answer to unexpected errors), the request-body limit and the
+per-endpoint request metrics."""
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+import uuid
 
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.errors import ServiceError
 from service.http.errors import error_response
+
+log = logging.getLogger(__name__)
+
+# A client's own request id is echoed when it looks like one: printable, without spaces, not too long.
+_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+class RequestId:
+    """Put `x-request-id` on every answer: the client's own, else a new one. An exception nothing else
+    answered is logged with the id and answered 500 `internal_error` in the one error shape."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _CLIENT_ID.match(given) else f"req_{uuid.uuid4().hex}"
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            log.exception("unhandled error on %s %s [%s]", scope["method"], scope["path"], request_id)
+            if started:
+                raise
+            await error_response(ServiceError(500, "internal_error", "internal server error"))(
+                scope, receive, sending
+            )
 
 
 class BodyTooLarge(HTTPException):
@@ -29,8 +73,8 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            too_large = BodyTooLarge(self.max_bytes)
-            await error_response(413, "body_too_large", too_large.detail)(scope, receive, send)
+            too_large = ServiceError(413, "body_too_large", BodyTooLarge(self.max_bytes).detail)
+            await error_response(too_large)(scope, receive, send)
             return
         received = 0
 

@@ -1,26 +1,29 @@
-"""The HTTP routes: the image endpoints from one table, and models, health, readiness and metrics.
+"""The HTTP routes: the image endpoints from one table, the images answered as links, and models, health,
+readiness and metrics.
 
-An image endpoint parses its body (JSON, or also multipart/form-data where it takes uploads), hands it
-to the Intake in the thread pool (decoding uploads never stalls the event loop), submits the Job and
-answers JSON with base64 PNGs, or the PNG itself for n=1 with `Accept: image/png`.
+An image endpoint parses its body (JSON, or also multipart/form-data where it takes uploads), finds the
+model it names among those the workers serve, hands the body to that model's Intake in the thread pool
+(decoding uploads never stalls the event loop), submits the Job and answers (`service.http.answers`):
+JSON, the image itself, or, for `stream: true` where OpenAI streams, Server-Sent Events.
 """
 
 from __future__ import annotations
 
-import base64
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from model.config import ModelConfig
 from service.errors import ServiceError, not_ready
-from service.http import schemas
+from service.http import answers, schemas
 from service.http.errors import ErrorResponse, validation_error
+from service.http.forms import nested
+from service.http.image_store import media_type
 from service.http.intake import Intake
 from service.metrics import render_metrics
 from service.queue.jobs import Job
@@ -29,19 +32,26 @@ from service.runtime import Runtime
 
 @dataclass(frozen=True)
 class ImageRoute:
-    """One image endpoint: its path, body, OpenAPI summary, the Intake method that makes its Job, and
-    whether it also takes multipart/form-data (the endpoints that take uploads)."""
+    """One image endpoint: its path, body, OpenAPI summary, the Intake method that makes its Job, whether
+    it also takes multipart/form-data (the endpoints that take uploads), and the kind of its events when
+    it streams (OpenAI's `image_generation` and `image_edit`)."""
 
     path: str
     body: type[BaseModel]
     summary: str
     build: Callable[[Intake, Any], Job]
     form: bool
+    events: str | None = None
 
 
 IMAGE_ROUTES = (
     ImageRoute(
-        "/v1/images/generations", schemas.GenerationRequest, "Images from a prompt", Intake.generation, False
+        "/v1/images/generations",
+        schemas.GenerationRequest,
+        "Images from a prompt",
+        Intake.generation,
+        False,
+        "image_generation",
     ),
     ImageRoute(
         "/v1/images/edits",
@@ -49,6 +59,7 @@ IMAGE_ROUTES = (
         "Inpainting: repaint an image's transparent (masked) pixels",
         Intake.edit,
         True,
+        "image_edit",
     ),
     ImageRoute(
         "/v1/images/outpaints",
@@ -87,13 +98,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": why}
     for status, why in [
         (400, "invalid input"),
+        (404, "no such model"),
         (413, "body or image too large"),
+        (500, "the model or a worker failed"),
         (503, "queue full (with Retry-After) or not ready"),
         (504, "deadline passed"),
     ]
 }
-PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}}, "description": "with n=1 and `Accept: image/png`: the PNG itself"}
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/png": {}, "text/event-stream": {}},
+        "description": "JSON; with n=1 and `Accept` naming the output format's type (image/png, ...), the "
+        "image itself; with `stream: true` (generations, edits), Server-Sent Events",
+    }
 }
 
 router = APIRouter()
@@ -106,16 +123,6 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-AcceptDep = Annotated[str, Header()]
-
-
-def get_intake(runtime: RuntimeDep) -> Intake:
-    if runtime.intake is None:
-        raise not_ready("the model is still loading")
-    return runtime.intake
-
-
-IntakeDep = Annotated[Intake, Depends(get_intake)]
 
 
 def json_or_form(model: type[M]) -> Callable[[Request], Awaitable[M]]:
@@ -126,9 +133,11 @@ def json_or_form(model: type[M]) -> Callable[[Request], Awaitable[M]]:
         data: Any
         if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
             async with request.form() as form:
-                data = {}
-                for name, value in form.multi_items():
-                    data[name] = await value.read() if isinstance(value, UploadFile) else value
+                items = [
+                    (name, await value.read() if isinstance(value, UploadFile) else value)
+                    for name, value in form.multi_items()
+                ]
+            data = nested(items)
         elif content_type == "application/json":
             try:
                 data = await request.json()
@@ -157,26 +166,11 @@ def both_bodies(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def answer(runtime: Runtime, job: Job, accept: str) -> Response:
-    """Submit the job and wait; JSON with base64 PNGs, or the PNG itself for n=1 and Accept: image/png."""
-    pngs = await runtime.submit(job)
-    if len(pngs) == 1 and "image/png" in accept:
-        return Response(pngs[0], media_type="image/png", headers={"X-Paella-Seed": str(job.seeds[0])})
-    body = schemas.ImagesResponse(
-        created=int(time.time()),
-        data=[
-            schemas.ImageDatum(b64_json=base64.b64encode(png).decode("ascii"), seed=seed)
-            for png, seed in zip(pngs, job.seeds, strict=True)
-        ],
-    )
-    return Response(body.model_dump_json(), media_type="application/json")
-
-
 def _add_image_route(route: ImageRoute) -> None:
     """Register one endpoint of the table; JSON-only bodies are parsed (and documented) by FastAPI."""
     options: dict[str, Any] = {
         "response_model": schemas.ImagesResponse,
-        "responses": {**ERRORS, **PNG_RESPONSE},
+        "responses": {**ERRORS, **IMAGE_RESPONSES},
         "summary": route.summary,
         "name": route.path.rsplit("/", 1)[-1],
     }
@@ -185,8 +179,14 @@ def _add_image_route(route: ImageRoute) -> None:
         body_type = Annotated[route.body, Depends(json_or_form(route.body))]
         options["openapi_extra"] = both_bodies(route.body)
 
-    async def handler(body: Any, intake: IntakeDep, runtime: RuntimeDep, accept: AcceptDep = "") -> Response:
-        return await answer(runtime, await run_in_threadpool(route.build, intake, body), accept)
+    async def handler(body: Any, request: Request, runtime: RuntimeDep) -> Response:
+        intake = Intake(await runtime.model(body.model), runtime.settings)
+        job = await run_in_threadpool(route.build, intake, body)
+        if route.events is not None and body.stream:
+            return answers.events(route.events, body, job, await runtime.queue().enqueue(job))
+        images = await runtime.queue().submit(job)
+        assert runtime.images is not None
+        return await answers.images(request, body, job, images, runtime.images, runtime.settings.public_url)
 
     handler.__annotations__["body"] = body_type  # the route's own body, for FastAPI's parsing and docs
     router.post(route.path, **options)(handler)
@@ -196,11 +196,45 @@ for _route in IMAGE_ROUTES:
     _add_image_route(_route)
 
 
+@router.get(answers.FILES_PATH + "/{image_id}", responses={200: {"content": {"image/png": {}}}, **ERRORS})
+async def image_file(image_id: str, runtime: RuntimeDep) -> Response:
+    """An image answered as a URL (`response_format: "url"`), until it expires."""
+    if runtime.images is None:
+        raise not_ready("the service is starting")
+    data = await runtime.images.get(image_id)
+    if data is None:
+        raise ServiceError(404, "image_not_found", "no such image: it expired, or never was", "image_id")
+    return Response(data, media_type=media_type(image_id))
+
+
+def _card(model: ModelConfig, max_side: int) -> schemas.ModelCard:
+    sampler = model.sampler
+    defaults = schemas.SamplerDefaults(
+        steps=sampler.steps,
+        guidance_scale=sampler.guidance_scale,
+        temperature=sampler.temp_range[0],
+        typical_mass=sampler.mass,
+    )
+    return schemas.ModelCard(
+        id=model.name,
+        created=0,
+        image_size=model.image_size,
+        size_multiple=model.size_multiple,
+        max_side=max_side,
+        sampler=defaults,
+    )
+
+
 @router.get("/v1/models", response_model=schemas.ModelList, responses=ERRORS)
-async def models(intake: IntakeDep) -> schemas.ModelList:
-    m = intake.model
-    card = schemas.ModelCard(id=m.name, created=0, image_size=m.image_size, size_multiple=m.size_multiple)
-    return schemas.ModelList(data=[card])
+async def models(runtime: RuntimeDep) -> schemas.ModelList:
+    """The models the live workers serve, with their size rules and sampler defaults."""
+    served = await runtime.queue().models()
+    return schemas.ModelList(data=[_card(m, runtime.settings.max_side) for m in served])
+
+
+@router.get("/v1/models/{model_id}", response_model=schemas.ModelCard, responses=ERRORS)
+async def model(model_id: str, runtime: RuntimeDep) -> schemas.ModelCard:
+    return _card(await runtime.model(model_id), runtime.settings.max_side)
 
 
 @router.get("/healthz", response_model=schemas.Health)

@@ -5,27 +5,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
+from model.config import ModelConfig
 from service import metrics
 from service.errors import DeadlineExceeded, QueueFull, ServiceError, shutting_down
-from service.queue.broker import Delivery
+from service.queue.broker import Delivery, Event, Preview, Result, collect
 from service.queue.jobs import Job, Slice
 
 
 @dataclass
 class _Open:
+    """A job admitted and not yet answered: its events for `events`, and which images are stored."""
+
     job: Job
-    future: asyncio.Future[list[bytes]]
-    images: list[bytes | None]
-    missing: int
+    events: asyncio.Queue[Event | ServiceError] = field(default_factory=asyncio.Queue)
+    stored: set[int] = field(default_factory=set)
 
 
 class InProcessBroker:
     """An asyncio queue in the API's own process, consumed by an in-process `Worker`.
 
     Args:
-        max_queue_depth: images admitted and not yet answered above which `submit` raises `QueueFull`
+        max_queue_depth: images admitted and not yet answered above which `enqueue` raises `QueueFull`
             (a job is refused when its `n` images would take the depth past this).
         retry_after_s: the `Retry-After` that `QueueFull` carries.
     """
@@ -38,23 +41,40 @@ class InProcessBroker:
         self._queue: deque[Job] = deque()
         self._arrived = asyncio.Event()
         self._open: dict[str, _Open] = {}
+        self._models: dict[str, ModelConfig] = {}
         self._depth = 0
         self._closed = False
 
-    async def submit(self, job: Job) -> list[bytes]:
+    async def enqueue(self, job: Job) -> AsyncIterator[Event]:
         if self._closed:
             raise shutting_down()
         if self._depth + job.n > self.max_queue_depth:
             raise QueueFull(self.retry_after_s)
-        future = asyncio.get_running_loop().create_future()
-        self._open[job.id] = _Open(job, future, [None] * job.n, job.n)
+        entry = self._open[job.id] = _Open(job)
         self._set_depth(self._depth + job.n)
         self._queue.append(job)
         self._arrived.set()
-        try:
-            return await asyncio.wait_for(future, timeout=max(0.0, job.deadline - time.time()))
-        except TimeoutError:
-            raise DeadlineExceeded() from None
+        return self._answer(entry)
+
+    async def _answer(self, entry: _Open) -> AsyncIterator[Event]:
+        job, missing = entry.job, entry.job.n
+        while missing:
+            try:
+                event = await asyncio.wait_for(
+                    entry.events.get(), timeout=max(0.0, job.deadline - time.time())
+                )
+            except TimeoutError:
+                raise DeadlineExceeded() from None
+            if isinstance(event, ServiceError):
+                raise event
+            missing -= isinstance(event, Result)
+            yield event
+
+    async def submit(self, job: Job) -> list[bytes]:
+        return await collect(self, job)
+
+    async def models(self) -> list[ModelConfig]:
+        return sorted(self._models.values(), key=lambda m: m.name)
 
     async def depth(self) -> int:
         return self._depth
@@ -62,15 +82,15 @@ class InProcessBroker:
     async def ping(self) -> bool:
         return not self._closed
 
-    async def live_workers(self) -> int:
-        return 0  # the worker of an in-process queue is in this process: its readiness says enough
-
     async def close(self) -> None:
         """Answer every job still open with 503 `shutting_down`."""
         self._closed = True
         self._queue.clear()
         for job_id in list(self._open):
             self._finish(job_id, shutting_down())
+
+    async def announce(self, model: ModelConfig) -> None:
+        self._models[model.name] = model
 
     async def receive(self, max_jobs: int, timeout_s: float) -> list[Delivery]:
         if not self._queue:
@@ -86,16 +106,25 @@ class InProcessBroker:
                 jobs.append(Delivery(job, 0))
         return jobs
 
+    async def preview(self, part: Slice, previews: list[list[bytes]]) -> None:
+        entry = self._open.get(part.job.id)
+        if entry is None:
+            return
+        for i, pictures in zip(range(part.start, part.stop), previews, strict=True):
+            if i not in entry.stored:
+                for number, data in enumerate(pictures):
+                    entry.events.put_nowait(Preview(i, number, data))
+
     async def complete(self, part: Slice, images: list[bytes]) -> None:
         entry = self._open.get(part.job.id)
         if entry is None:
             return
-        for i, png in zip(range(part.start, part.stop), images, strict=True):
-            if entry.images[i] is None:
-                entry.missing -= 1
-            entry.images[i] = png
-        if entry.missing == 0:
-            self._finish(part.job.id, [png for png in entry.images if png is not None])
+        for i, data in zip(range(part.start, part.stop), images, strict=True):
+            if i not in entry.stored:  # a repeat is harmless
+                entry.stored.add(i)
+                entry.events.put_nowait(Result(i, data))
+        if len(entry.stored) == part.job.n:
+            self._finish(part.job.id, None)
 
     async def fail(self, job: Job, error: ServiceError) -> None:
         self._finish(job.id, error)
@@ -107,17 +136,14 @@ class InProcessBroker:
     async def heartbeat(self) -> None:
         return None
 
-    def _finish(self, job_id: str, outcome: list[bytes] | ServiceError) -> None:
+    def _finish(self, job_id: str, error: ServiceError | None) -> None:
+        """Forget an answered job and take its images off the depth; `error` goes to whoever waits."""
         entry = self._open.pop(job_id, None)
         if entry is None:
             return
         self._set_depth(self._depth - entry.job.n)
-        if entry.future.done():
-            return
-        if isinstance(outcome, ServiceError):
-            entry.future.set_exception(outcome)
-        else:
-            entry.future.set_result(outcome)
+        if error is not None:
+            entry.events.put_nowait(error)
 
     def _set_depth(self, depth: int) -> None:
         self._depth = depth

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -12,6 +12,7 @@ import pytest
 
 from model.pipeline import Pipeline
 from service.app import create_app
+from service.queue.broker import Event
 from service.queue.inprocess import InProcessBroker
 from service.queue.jobs import Job
 from service.settings import Settings
@@ -26,9 +27,9 @@ class CountingBroker(InProcessBroker):
 
     submitted = 0
 
-    async def submit(self, job: Job) -> list[bytes]:
+    async def enqueue(self, job: Job) -> AsyncIterator[Event]:
         self.submitted += 1
-        return await super().submit(job)
+        return await super().enqueue(job)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,26 @@ def _bad_requests(m: int) -> list[tuple[str, str, dict[str, Any], int, str, str 
     truncated = png_bytes(m, m)[:60]
     gen, edit = "/v1/images/generations", "/v1/images/edits"
     return [
-        ("unknown field", gen, {**ok, "quality": "hd"}, 400, "unknown_field", "quality"),
+        ("unknown field", gen, {**ok, "qualty": "hd"}, 400, "unknown_field", "qualty"),
+        ("unknown model", gen, {**ok, "model": "dall-e-3"}, 404, "model_not_found", "model"),
+        ("unknown quality", gen, {**ok, "quality": "best"}, 400, "invalid_value", "quality"),
+        ("svg", gen, {**ok, "output_format": "svg"}, 400, "invalid_value", "output_format"),
+        (
+            "compression above 100",
+            gen,
+            {**ok, "output_compression": 101},
+            400,
+            "invalid_value",
+            "output_compression",
+        ),
+        (
+            "four partial images",
+            gen,
+            {**ok, "stream": True, "partial_images": 4},
+            400,
+            "invalid_value",
+            "partial_images",
+        ),
         ("missing prompt", gen, {"n": 1}, 400, "missing_field", "prompt"),
         ("n too large", gen, {**ok, "n": 9}, 400, "invalid_value", "n"),
         ("n zero", gen, {**ok, "n": 0}, 400, "invalid_value", "n"),
@@ -96,10 +116,19 @@ def _bad_requests(m: int) -> list[tuple[str, str, dict[str, Any], int, str, str 
         (
             "unknown response format",
             gen,
-            {**ok, "response_format": "url"},
+            {**ok, "response_format": "png"},
             400,
             "invalid_value",
             "response_format",
+        ),
+        ("two images to edit", edit, {**ok, "image": [image, image]}, 400, "invalid_value", "image"),
+        (
+            "edit to a size off the grid",
+            edit,
+            {**ok, "image": image, "size": f"{m + 1}x{m}"},
+            400,
+            "invalid_size",
+            "size",
         ),
         ("malformed base64", edit, {**ok, "image": "%%%not base64"}, 400, "invalid_value", "image"),
         ("non-image bytes", edit, {**ok, "image": b64(b"hello, world" * 10)}, 400, "invalid_image", "image"),
@@ -201,7 +230,7 @@ def test_bad_input_gets_the_error_shape_and_never_reaches_the_queue(
     before = broker.submitted
     for name, path, body, status, code, field in _bad_requests(m):
         error = assert_error_shape(client.post(path, json=body), status, code)
-        assert error["field"] == field, name
+        assert error["param"] == field, name
     assert broker.submitted == before
 
 
@@ -217,11 +246,11 @@ def test_bad_multipart_uploads(client: httpx.Client, broker: CountingBroker, m: 
         "mask": ("m.png", png_bytes(m, 2 * m, "RGBA"), "image/png"),
     }
     answer = client.post("/v1/images/edits", data={"prompt": "a"}, files=bad_mask)
-    assert assert_error_shape(answer, 400, "mask_size_mismatch")["field"] == "mask"
+    assert assert_error_shape(answer, 400, "mask_size_mismatch")["param"] == "mask"
     answer = client.post(
         "/v1/images/variations", data={"n": "12"}, files={"image": ("x.png", image, "image/png")}
     )
-    assert assert_error_shape(answer, 400, "invalid_value")["field"] == "n"
+    assert assert_error_shape(answer, 400, "invalid_value")["param"] == "n"
     assert broker.submitted == before
 
 
