@@ -353,12 +353,12 @@ class RedisBroker:
         """Keep the announced model listed (dropping models silent too long) and reset the idle time of
         the entries this worker holds."""
         if self._served is not None and self.model is not None:
-            now, ttl = time.time(), math.ceil(self.liveness_s)
+            now, ttl_ms = time.time(), math.ceil(self.liveness_s * 1000)
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.model_key(self.model), self._served, ex=ttl)
+                pipe.set(self.model_key(self.model), self._served, px=ttl_ms)
                 pipe.zadd(self.models_key, {self.model: now})
                 pipe.zremrangebyscore(self.models_key, "-inf", now - self.liveness_s)
-                pipe.expire(self.models_key, ttl)
+                pipe.pexpire(self.models_key, ttl_ms)
                 await pipe.execute()
         if self._held:
             await self.redis.xclaim(

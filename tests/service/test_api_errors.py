@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from model.config import ModelConfig
 from model.pipeline import Pipeline
 from service.app import create_app
 from service.queue.broker import Event
@@ -297,3 +298,24 @@ def test_a_full_queue_gets_503_with_retry_after(tiny_model_dir: Any, pipeline: P
         assert 'paella_rejected_total{reason="queue_full"}' in client.get("/metrics").text
         ok = client.post("/v1/images/generations", json={"prompt": "a red circle", "n": 2, "steps": 2})
         assert ok.status_code == 200
+
+
+class BrokenBroker(InProcessBroker):
+    """A queue whose model listing fails unexpectedly."""
+
+    async def models(self) -> list[ModelConfig]:
+        raise RuntimeError("the listing broke")
+
+
+def test_every_answer_has_a_request_id_and_unexpected_errors_are_500s_in_the_shape(
+    tiny_model_dir: Any, pipeline: Pipeline
+) -> None:
+    broken = BrokenBroker(max_queue_depth=4)
+    app = create_app(_settings(tiny_model_dir), pipeline=pipeline, broker=broken)
+    with LiveServer(app, ready=False) as live, live.client() as client:
+        answer = client.get("/v1/models", headers={"x-request-id": "client-id-7"})
+        assert_error_shape(answer, 500, "internal_error")
+        assert answer.headers["x-request-id"] == "client-id-7"
+        fresh = client.get("/healthz", headers={"x-request-id": "not an id"})
+        assert fresh.status_code == 200 and fresh.headers["x-request-id"].startswith("req_")
+        assert fresh.headers["x-request-id"] != client.get("/healthz").headers["x-request-id"]

@@ -68,7 +68,8 @@ def settings(tiny_model_dir: Path) -> Iterator[Settings]:
 
 def test_api_and_worker_apart_on_redis(settings: Settings, tiny_model_dir: Path) -> None:
     pipeline = Pipeline.from_folder(tiny_model_dir)
-    api = create_app(settings, run_worker=False)  # reads only config.json: no model in the API process
+    no_weights = settings.model_copy(update={"weights": Path("/nowhere")})
+    api = create_app(no_weights, run_worker=False)  # no weights: it learns the model from the worker
     with WorkerThread(settings, pipeline), LiveServer(api) as live, live.client() as client:
         m = 2 * client.get("/v1/models").json()["data"][0]["size_multiple"]
         body = {"prompt": "a red circle", "n": 2, "size": f"{2 * m}x{m}", "steps": 2, "seed": 5}

@@ -8,8 +8,10 @@ import time
 import pytest
 
 from service.errors import DeadlineExceeded, QueueFull, ServiceError
+from service.queue.broker import Preview, Result
 from service.queue.inprocess import InProcessBroker
 from service.queue.jobs import Job, Slice
+from tests.conftest import tiny_model_config
 from tests.service.fakes import fake_job
 
 
@@ -73,5 +75,37 @@ def test_receive_times_out_empty() -> None:
         broker = InProcessBroker(max_queue_depth=4)
         assert await broker.receive(max_jobs=1, timeout_s=0.01) == []
         assert await broker.ping()
+
+    asyncio.run(scenario())
+
+
+def test_previews_come_before_their_image_and_plain_submits_skip_them() -> None:
+    async def scenario() -> None:
+        broker = InProcessBroker(max_queue_depth=8)
+        j = job(2)
+        answer = await broker.enqueue(j)
+        await broker.receive(max_jobs=1, timeout_s=1)
+        await broker.preview(Slice(j, 0, 2), [[b"a0", b"a1"], [b"b0", b"b1"]])
+        await broker.complete(Slice(j, 0, 2), [b"a", b"b"])
+        events = [event async for event in answer]
+        assert events == [
+            Preview(0, 0, b"a0"),
+            Preview(0, 1, b"a1"),
+            Preview(1, 0, b"b0"),
+            Preview(1, 1, b"b1"),
+            Result(0, b"a"),
+            Result(1, b"b"),
+        ]
+        assert await broker.depth() == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_models_are_those_its_worker_announced() -> None:
+    async def scenario() -> None:
+        broker = InProcessBroker(max_queue_depth=8)
+        assert await broker.models() == []
+        await broker.announce(tiny_model_config())
+        assert [m.name for m in await broker.models()] == ["tiny"]
 
     asyncio.run(scenario())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -19,10 +20,12 @@ from redis.asyncio import Redis
 
 from service.errors import DeadlineExceeded, QueueFull, ServiceError
 from service.gpu.worker import Worker
+from service.queue.broker import Preview, Result
 from service.queue.codec import decode_job
 from service.queue.jobs import Job, Made, Slice
 from service.queue.redis_broker import RedisBroker
-from tests.service.fakes import FAKE_MODEL, fake_execute, fake_job, fake_png
+from tests.conftest import tiny_model_config
+from tests.service.fakes import FAKE_MODEL, fake_execute, fake_job, fake_png, fake_preview
 
 pytestmark = pytest.mark.redis
 
@@ -253,5 +256,54 @@ def test_sigkill_of_one_worker_mid_batch_still_answers_every_request_once() -> N
                     proc.send_signal(signal.SIGTERM)
             for proc in procs.values():
                 proc.wait(timeout=10)
+
+    run(scenario)
+
+
+def test_previews_cross_redis_before_their_images() -> None:
+    async def scenario(client: Redis, prefix: str) -> None:
+        api = RedisBroker(client, prefix=prefix)
+        queue = RedisBroker(client, prefix=prefix, model=FAKE_MODEL, consumer="w1")
+        worker = Worker(queue, fake_execute, max_batch_size=4, max_wait_ms=10, poll_s=0.05)
+        task = asyncio.create_task(worker.run())
+        j = fake_job([7, 8], previews=2)
+        events = [event async for event in await api.enqueue(j)]
+        worker.stop()
+        await task
+        previews = [
+            Preview(i, k, fake_preview(j, seed, k)) for i, seed in enumerate(j.seeds) for k in range(2)
+        ]
+        assert events == [*previews, *(Result(i, fake_png(j, seed)) for i, seed in enumerate(j.seeds))]
+
+    run(scenario)
+
+
+def test_models_are_listed_while_their_workers_beat_and_each_has_its_own_queue() -> None:
+    async def scenario(client: Redis, prefix: str) -> None:
+        api = RedisBroker(client, prefix=prefix, claim_idle_ms=300)  # listed for 0.3 s after a beat
+        wide = dataclasses.replace(tiny_model_config(), name="tiny-wide", image_size=64)
+        workers = {
+            config.name: RedisBroker(client, prefix=prefix, model=config.name, claim_idle_ms=300)
+            for config in (tiny_model_config(), wide)
+        }
+        assert await api.models() == []
+        await workers["tiny"].announce(tiny_model_config())
+        await workers["tiny-wide"].announce(wide)
+        assert await api.models() == [tiny_model_config(), wide]  # the whole config, by name
+        with pytest.raises(ValueError):
+            await workers["tiny"].announce(wide)
+        for name, n in (("tiny", 1), ("tiny-wide", 2)):
+            j = fake_job([1] * n)
+            j.model = name
+            await api.enqueue(j)
+        assert [len(await w.receive(4, 0)) for w in workers.values()] == [1, 1]  # each its own model's job
+        assert await api.depth() == 3
+        await asyncio.sleep(0.2)
+        await workers["tiny-wide"].heartbeat()
+        await asyncio.sleep(0.15)
+        assert [m.name for m in await api.models()] == ["tiny-wide"]  # tiny's worker went silent
+        await asyncio.sleep(0.35)
+        assert await api.models() == []
+        assert await client.exists(api.model_key("tiny"), api.model_key("tiny-wide")) == 0
 
     run(scenario)
