@@ -7,7 +7,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal, get_args
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -20,8 +20,13 @@ from service.queue.broker import Event, Preview
 from service.queue.jobs import Job
 
 FILES_PATH = "/v1/images/files"
+NamedQuality = Literal["low", "medium", "high", "xhigh", "max"]
 # OpenAI's qualities an answer can name (the others only choose a step count).
-_NAMED = ("low", "medium", "high", "xhigh", "max")
+_NAMED: tuple[NamedQuality, ...] = get_args(NamedQuality)
+
+
+def _quality(body: schemas.ImageOptions) -> NamedQuality | None:
+    return next((q for q in _NAMED if q == body.quality), None)
 
 
 def _size(job: Job) -> str:
@@ -59,7 +64,7 @@ async def images(
         data=items,
         output_format=encoding.format,
         size=_size(job),
-        quality=body.quality if body.quality in _NAMED else None,  # type: ignore[arg-type]
+        quality=_quality(body),
         safety_identifier=_safety_identifier(body),
     )
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
@@ -74,7 +79,7 @@ def events(
     common: dict[str, Any] = {
         "background": "opaque",
         "output_format": job.encoding.format,
-        "quality": body.quality if body.quality in _NAMED else "auto",
+        "quality": _quality(body) or "auto",
         "size": _size(job),
     }
     usage = {"input_tokens": 0, "input_tokens_details": {"image_tokens": 0, "text_tokens": 0}}

@@ -85,25 +85,22 @@ class MemoryImageStore:
         self.bytes -= len(self._images.pop(image_id)[1])
 
 
-# KEYS: index (id -> expiry ms), sizes (id -> bytes), total bytes. ARGV: id, data, ttl ms, now ms,
-# max bytes, the image keys' prefix. Expired ids are forgotten, then the oldest until the new one fits.
+# KEYS: ids (oldest first), sizes (id -> bytes), total bytes. ARGV: id, data, ttl ms, max bytes, the image
+# keys' prefix. The oldest ids go while they have expired or the new image would not fit.
 _PUT = """
-local function drop(id)
-  redis.call('DECRBY', KEYS[3], tonumber(redis.call('HGET', KEYS[2], id) or '0'))
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('DEL', ARGV[6] .. id)
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])) do drop(id) end
 local size = string.len(ARGV[2])
-while tonumber(redis.call('GET', KEYS[3]) or '0') + size > tonumber(ARGV[5]) do
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)
-  if #oldest == 0 then break end
-  drop(oldest[1])
+while redis.call('LLEN', KEYS[1]) > 0 do
+  local oldest = redis.call('LINDEX', KEYS[1], 0)
+  local over = tonumber(redis.call('GET', KEYS[3]) or '0') + size > tonumber(ARGV[4])
+  if redis.call('EXISTS', ARGV[5] .. oldest) == 1 and not over then break end
+  redis.call('LPOP', KEYS[1])
+  redis.call('DECRBY', KEYS[3], tonumber(redis.call('HGET', KEYS[2], oldest) or '0'))
+  redis.call('HDEL', KEYS[2], oldest)
+  redis.call('DEL', ARGV[5] .. oldest)
 end
-redis.call('SET', ARGV[6] .. ARGV[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', ARGV[5] .. ARGV[1], ARGV[2], 'PX', ARGV[3])
+redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], size)
-redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
 redis.call('INCRBY', KEYS[3], size)
 for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
 """
@@ -111,8 +108,8 @@ for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
 
 class RedisImageStore:
     """Images in Redis, shared by every API process: `{prefix}:image:{id}` (expiring with the image),
-    and the bookkeeping of the bound, `{prefix}:images` (id -> expiry), `{prefix}:images:sizes` and
-    `{prefix}:images:bytes`, which expire once no image is left.
+    and the bookkeeping of the bound, `{prefix}:images` (the ids, oldest first), `{prefix}:images:sizes`
+    and `{prefix}:images:bytes`, which expire with the newest image.
 
     Args:
         redis: a Redis URL (the store then owns its connection pool) or a `redis.asyncio.Redis`.
@@ -134,8 +131,8 @@ class RedisImageStore:
         image_id = new_id(extension)
         p = self.prefix
         keys = [f"{p}:images", f"{p}:images:sizes", f"{p}:images:bytes"]
-        now_ms, ttl_ms = int(time.time() * 1000), max(1, int(self.ttl_s * 1000))
-        await self._put(keys=keys, args=[image_id, data, ttl_ms, now_ms, self.max_bytes, f"{p}:image:"])
+        ttl_ms = max(1, int(self.ttl_s * 1000))
+        await self._put(keys=keys, args=[image_id, data, ttl_ms, self.max_bytes, f"{p}:image:"])
         return image_id
 
     async def get(self, image_id: str) -> bytes | None:

@@ -22,17 +22,27 @@ log = logging.getLogger(__name__)
 _CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
-class RequestId:
-    """Put `x-request-id` on every answer: the client's own, else a new one. An exception nothing else
-    answered is logged with the id and answered 500 `internal_error` in the one error shape."""
+class HttpMiddleware:
+    """An ASGI middleware that acts on HTTP requests (`http`); every other scope passes straight through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestId(HttpMiddleware):
+    """Put `x-request-id` on every answer: the client's own, else a new one. An exception nothing else
+    answered is logged with the id and answered 500 `internal_error` in the one error shape."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _CLIENT_ID.match(given) else f"req_{uuid.uuid4().hex}"
         started = False
@@ -60,17 +70,14 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is larger than {max_bytes} bytes")
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Refuse bodies over `max_bytes`: by Content-Length up front, else while they stream in."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             too_large = ServiceError(413, "body_too_large", BodyTooLarge(self.max_bytes).detail)
@@ -90,16 +97,10 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-class RequestMetrics:
+class RequestMetrics(HttpMiddleware):
     """Count and time every request by its route's path template and status; count bad image requests."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500
 

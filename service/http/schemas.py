@@ -284,7 +284,9 @@ class ImagesResponse(BaseModel):
     background: Literal["opaque"] = "opaque"
     output_format: OutputFormat
     size: str = Field(description="WIDTHxHEIGHT of the images")
-    quality: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    quality: Literal["low", "medium", "high", "xhigh", "max"] | None = Field(
+        default=None, description="the quality the request named, if it names a level"
+    )
     safety_identifier: str | None = None
 
 

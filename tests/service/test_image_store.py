@@ -4,16 +4,13 @@ the bytes would pass the bound, and unknown or expired ids find nothing."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 
 import pytest
 from redis.asyncio import Redis
 
 from service.errors import ServiceError
 from service.http.image_store import MemoryImageStore, RedisImageStore, media_type
-
-REDIS_URL = os.environ.get("PAELLA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.service.test_redis_broker import run
 
 
 class Clock:
@@ -48,32 +45,20 @@ def test_memory_store_expires_and_stays_within_its_bytes() -> None:
 
 @pytest.mark.redis
 def test_redis_store_expires_and_stays_within_its_bytes() -> None:
-    async def scenario() -> None:
-        client = Redis.from_url(REDIS_URL)
-        try:
-            await client.ping()
-        except Exception as e:  # pragma: no cover - environment without Redis
-            pytest.skip(f"no Redis at {REDIS_URL}: {e}")
-        prefix = f"test-images-{uuid.uuid4().hex[:10]}"
+    async def scenario(client: Redis, prefix: str) -> None:
         store = RedisImageStore(client, prefix=prefix, ttl_s=0.5, max_bytes=100)
-        try:
-            a = await store.put(b"a" * 40, "png")
-            b = await store.put(b"b" * 40, "png")
-            c = await store.put(b"c" * 40, "png")
-            assert await store.get(a) is None and await store.get(b) == b"b" * 40
-            assert int(await client.get(f"{prefix}:images:bytes") or 0) == 80
-            assert 0 < await client.pttl(store.image_key(c)) <= 500
-            assert await store.get("../../etc.png") is None
-            await asyncio.sleep(0.6)
-            assert await store.get(c) is None
-            assert await client.exists(f"{prefix}:images", f"{prefix}:images:sizes") == 0  # nothing lingers
-            d = await store.put(b"d" * 40, "png")  # the expired ones are forgotten, and the count with them
-            assert await store.get(d) == b"d" * 40
-            assert int(await client.get(f"{prefix}:images:bytes") or 0) == 40
-        finally:
-            keys = [k async for k in client.scan_iter(f"{prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+        a = await store.put(b"a" * 40, "png")
+        b = await store.put(b"b" * 40, "png")
+        c = await store.put(b"c" * 40, "png")
+        assert await store.get(a) is None and await store.get(b) == b"b" * 40
+        assert int(await client.get(f"{prefix}:images:bytes") or 0) == 80
+        assert 0 < await client.pttl(store.image_key(c)) <= 500
+        assert await store.get("../../etc.png") is None
+        await asyncio.sleep(0.6)
+        assert await store.get(c) is None
+        assert await client.exists(f"{prefix}:images", f"{prefix}:images:sizes") == 0  # nothing lingers
+        d = await store.put(b"d" * 40, "png")  # the expired ones are forgotten, and the count with them
+        assert await store.get(d) == b"d" * 40
+        assert int(await client.get(f"{prefix}:images:bytes") or 0) == 40
 
-    asyncio.run(scenario())
+    run(scenario)

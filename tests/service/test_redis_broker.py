@@ -280,10 +280,10 @@ def test_previews_cross_redis_before_their_images() -> None:
 
 def test_models_are_listed_while_their_workers_beat_and_each_has_its_own_queue() -> None:
     async def scenario(client: Redis, prefix: str) -> None:
-        api = RedisBroker(client, prefix=prefix, claim_idle_ms=300)  # listed for 0.3 s after a beat
+        api = RedisBroker(client, prefix=prefix, claim_idle_ms=1500)  # listed for 1.5 s after a beat
         wide = dataclasses.replace(tiny_model_config(), name="tiny-wide", image_size=64)
         workers = {
-            config.name: RedisBroker(client, prefix=prefix, model=config.name, claim_idle_ms=300)
+            config.name: RedisBroker(client, prefix=prefix, model=config.name, claim_idle_ms=1500)
             for config in (tiny_model_config(), wide)
         }
         assert await api.models() == []
@@ -298,11 +298,11 @@ def test_models_are_listed_while_their_workers_beat_and_each_has_its_own_queue()
             await api.enqueue(j)
         assert [len(await w.receive(4, 0)) for w in workers.values()] == [1, 1]  # each its own model's job
         assert await api.depth() == 3
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
         await workers["tiny-wide"].heartbeat()
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.7)
         assert [m.name for m in await api.models()] == ["tiny-wide"]  # tiny's worker went silent
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(1.7)
         assert await api.models() == []
         assert await client.exists(api.model_key("tiny"), api.model_key("tiny-wide")) == 0
 
