@@ -43,7 +43,7 @@ from model.ops import Draw, Generate
 from model.pipeline import Pipeline
 from model.vqgan import VQGAN
 from model.weights import write_random_folder
-from service.gpu.executor import to_png
+from service.gpu.executor import encode
 from training import world
 
 FAST_DTYPE = torch.float16  # what PAELLA_DTYPE=auto picks on CUDA
@@ -86,7 +86,7 @@ def png_ms(images: list[Any]) -> float:
     """The service's PNG encoding of a batch on one core (the service spreads it over a pool)."""
     start = time.perf_counter()
     for image in images:
-        to_png(image)
+        encode(image)
     return 1000 * (time.perf_counter() - start)
 
 

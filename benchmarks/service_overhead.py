@@ -31,7 +31,7 @@ from benchmarks.support import service as paella
 from model.ops import Draw, Generate
 from model.pipeline import Pipeline
 from model.weights import write_random_folder
-from service.gpu.executor import to_png
+from service.gpu.executor import encode
 from service.settings import DEFAULT_WEIGHTS, Settings
 from training import world
 from training.mini import PAELLA_MINI
@@ -82,7 +82,7 @@ def main() -> None:
 
         def direct(seed: int) -> bytes:
             op = Generate(PROMPT, size, size)
-            return to_png(pipeline.images([Draw(op, seed, pipeline.config.sampler)])[0])
+            return encode(pipeline.images([Draw(op, seed, pipeline.config.sampler)])[0])
 
         env = {"PAELLA_WEIGHTS": str(weights), "PAELLA_DEVICE": "cpu", "OMP_NUM_THREADS": str(args.threads)}
         with paella("serve", env) as running, httpx.Client(base_url=running.url, timeout=120) as http:

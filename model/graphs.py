@@ -3,8 +3,8 @@ settings) and replayed over static copies of its inputs. Replaying the whole sam
 ~6,000 kernels of an 8-step Paella v1 sample at once, so small batches are no longer bound by the host.
 
 Batches are padded up to the next bucket (padded rows are zeros: valid inputs whose outputs are thrown
-away). All captures share one memory pool; each replay's output is copied out before another replay can
-reuse that memory.
+away). All captures share one memory pool; each replay's output (a tensor, or a named tuple of them) is copied
+out before another replay can reuse that memory.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ class BucketGraphs:
     """`fn(*tensors, **settings)` through CUDA graphs for batches up to the largest bucket.
 
     Args:
-        fn: a function of tensors batched along their first dimension, returning one such tensor; keyword
-            `settings` (hashable) are fixed per capture.
+        fn: a function of tensors batched along their first dimension, returning one such tensor or a
+            named tuple of them; keyword `settings` (hashable) are fixed per capture.
         buckets: the batch sizes captured; a larger batch runs `fn` directly.
         pool: a memory pool to share with other captures (`torch.cuda.graph_pool_handle()`).
         capture: False runs the same padded static batches without capturing (to check padding on a CPU).
@@ -36,7 +36,7 @@ class BucketGraphs:
 
     def __init__(
         self,
-        fn: Callable[..., Tensor],
+        fn: Callable[..., Any],
         buckets: Sequence[int],
         *,
         pool: Any = None,
@@ -46,12 +46,12 @@ class BucketGraphs:
         self.buckets = tuple(sorted(buckets))
         self.pool = pool
         self.capture = capture
-        self._graphs: dict[Hashable, tuple[list[Tensor], Callable[[], Tensor]]] = {}
+        self._graphs: dict[Hashable, tuple[list[Tensor], Callable[[], Any]]] = {}
 
     def __len__(self) -> int:
         return len(self._graphs)
 
-    def __call__(self, *args: Tensor, **settings: Hashable) -> Tensor:
+    def __call__(self, *args: Tensor, **settings: Hashable) -> Any:
         n = args[0].shape[0]
         size = bucket(n, self.buckets)
         if size is None:
@@ -62,14 +62,14 @@ class BucketGraphs:
         static, run = self._graphs[key]
         for buffer, value in zip(static, args, strict=True):
             buffer[:n].copy_(value)
-        return run()[:n].clone()
+        return _first_rows(run(), n)
 
     def _capture(
         self, args: Sequence[Tensor], size: int, settings: dict[str, Hashable]
-    ) -> tuple[list[Tensor], Callable[[], Tensor]]:
+    ) -> tuple[list[Tensor], Callable[[], Any]]:
         static = [torch.zeros((size, *a.shape[1:]), dtype=a.dtype, device=a.device) for a in args]
 
-        def run() -> Tensor:
+        def run() -> Any:
             return self.fn(*static, **settings)
 
         if not self.capture:
@@ -83,8 +83,15 @@ class BucketGraphs:
         with torch.cuda.graph(graph, pool=self.pool):
             out = run()
 
-        def replay() -> Tensor:
+        def replay() -> Any:
             graph.replay()
             return out
 
         return static, replay
+
+
+def _first_rows(out: Any, n: int) -> Any:
+    """Copies of the first `n` rows of a tensor, or of each tensor of a named tuple."""
+    if isinstance(out, Tensor):
+        return out[:n].clone()
+    return type(out)(*(t[:n].clone() for t in out))

@@ -3,11 +3,13 @@ denoiser and the VQGAN (Rampas et al. 2022).
 
 `tokens(draws)` runs any mix of operations that share a canvas and a step count as one batch: every
 image brings its own conditioning, starting tokens, mask and sampler settings, and its seed alone
-decides it. `decode(tokens)` turns token grids into pictures.
+decides it. `decode(tokens)` turns token grids into pictures; `render(draws, previews)` does both and
+also decodes chosen steps' predictions of the same sampling pass (previews).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +39,7 @@ from model.ops import (
     StructuralEdit,
     Variation,
 )
-from model.sampler import Picker, Rows, noise_tokens, pick_codes, sample
+from model.sampler import Picker, Rows, Sampled, noise_tokens, pick_codes, sample
 from model.vqgan import VQGAN
 from model.weights import load_module, read_folder
 
@@ -75,7 +77,7 @@ class Pipeline:
         self.exact_vqgan = self.device.type == "cpu" if exact_vqgan is None else exact_vqgan
         self.pick = pick
         self.buckets: tuple[int, ...] | None = None  # set by `accelerate`
-        self._sample: Callable[..., Tensor] | None = None
+        self._sample: Callable[..., Sampled] | None = None
         self._decode: Callable[[Tensor], Tensor] = self.vqgan.decode
 
     @classmethod
@@ -117,7 +119,7 @@ class Pipeline:
         compiled_decode = _compiled(self.vqgan.decode) if compile else self.vqgan.decode
         num_labels, pick = self.config.denoiser.num_labels, self.pick
 
-        def run(*tensors: Tensor, **facts: Any) -> Tensor:
+        def run(*tensors: Tensor, **facts: Any) -> Sampled:
             rows = Rows.join(tensors, facts)
             usual = tuple(rows.init.shape[1:]) == native and rows.cond.dim() == 2  # compiled for these
             return sample(compiled if usual else self.denoiser, rows, num_labels=num_labels, pick=pick)
@@ -135,11 +137,12 @@ class Pipeline:
     @torch.inference_mode()
     def tokens(self, draws: Sequence[Draw]) -> Tensor:
         """Token grids [B, h, w] int64 of draws sharing one canvas and one step count, as one batch."""
-        return self.sample(self.rows(draws))
+        return self.sample(self.rows(draws)).tokens
 
     @torch.inference_mode()
-    def sample(self, rows: Rows) -> Tensor:
-        """The sampling steps over prepared rows (`rows(draws)`): token grids [B, h, w] int64."""
+    def sample(self, rows: Rows) -> Sampled:
+        """The sampling steps over prepared rows (`rows(draws)`): token grids [B, h, w] int64, and the
+        predictions of the steps in `rows.snapshots`."""
         if self._sample is not None:
             tensors, facts = rows.split()
             facts["first_step"] = 0  # one graph whatever the rows' start steps: late rows wait masked
@@ -156,6 +159,23 @@ class Pipeline:
     def images(self, draws: Sequence[Draw]) -> list[Image.Image]:
         """`decode(tokens(draws))`."""
         return self.decode(self.tokens(draws))
+
+    @torch.inference_mode()
+    def render(
+        self, draws: Sequence[Draw], previews: Sequence[tuple[int, ...]]
+    ) -> tuple[list[Image.Image], list[list[Image.Image]]]:
+        """The draws' pictures and, for draw i, the pictures of its predictions after the steps in
+        `previews[i]`: one sampling pass; the pictures decoded as `images` decodes them, the previews in a
+        second batch."""
+        steps = tuple(sorted({s for wanted in previews for s in wanted}))
+        out = self.sample(dataclasses.replace(self.rows(draws), snapshots=steps))
+        pictures = self.decode(out.tokens)
+        picks = [(i, steps.index(s)) for i, wanted in enumerate(previews) for s in wanted]
+        if not picks:
+            return pictures, [[] for _ in draws]
+        rows, columns = (torch.tensor(p, device=self.device) for p in zip(*picks, strict=True))
+        decoded = iter(self.decode(out.snapshots[rows, columns]))
+        return pictures, [[next(decoded) for _ in wanted] for wanted in previews]
 
     # ---- pictures and tokens
 

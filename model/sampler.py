@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -206,6 +206,7 @@ class Rows:
     first_step: int = 0  # the earliest start step of any row
     guided: bool = True  # some row uses guidance: run cond and uncond as one batch of 2B
     typical: bool = True  # some row filters
+    snapshots: tuple[int, ...] = ()  # steps whose predictions are handed back too (previews), ascending
 
     @property
     def steps(self) -> int:
@@ -223,7 +224,22 @@ class Rows:
         return cls(**named, **facts)
 
 
-def sample(model: Denoiser, rows: Rows, *, num_labels: int, pick: Picker = pick_codes) -> Tensor:
+class Sampled(NamedTuple):
+    """What `sample` hands back: the final tokens [B, H, W] and, per step of `Rows.snapshots`, that step's
+    prediction [B, S, H, W] (S = len(snapshots); 0 when none)."""
+
+    tokens: Tensor
+    snapshots: Tensor
+
+
+def preview_steps(steps: int, count: int) -> tuple[int, ...]:
+    """`count` steps spread evenly over a run of `steps`, before the last (whose prediction is the image):
+    fewer when the run is too short to hold them."""
+    picked = {round((j + 1) * steps / (count + 1)) - 1 for j in range(count)}
+    return tuple(sorted(s for s in picked if 0 <= s < steps - 1))
+
+
+def sample(model: Denoiser, rows: Rows, *, num_labels: int, pick: Picker = pick_codes) -> Sampled:
     """Paella v1 sampling (Rampas et al. 2022, `utils.sample` of the reference code), batched and seeded.
 
     Args:
@@ -233,13 +249,15 @@ def sample(model: Denoiser, rows: Rows, *, num_labels: int, pick: Picker = pick_
         pick: turns one step's logits into codes (`pick_codes`, or a fused kernel with its contract).
 
     Returns:
-        tokens [B, H, W] int64.
+        the tokens [B, H, W] int64 and the predictions of the steps in `rows.snapshots` (see `Sampled`):
+        a step's prediction is its tokens before re-noising, what the image would be were it the last.
     """
     seeds, steps = rows.seeds, rows.steps
     shape = tuple(rows.init.shape[1:])
     start = random_codes(seeds, 0, Stream.INIT, shape, num_labels)
     x = torch.where(rows.mask & rows.from_noise[:, None, None], start, rows.init)
     init = x
+    kept = {s: x for s in rows.snapshots}  # steps before the first that runs keep the starting tokens
     r_range = torch.linspace(0, 1, steps + 1, device=seeds.device)
     mode = rows.renoise_mode[:, None, None]
     for i in range(rows.first_step, steps):
@@ -251,6 +269,9 @@ def sample(model: Denoiser, rows: Rows, *, num_labels: int, pick: Picker = pick_
             cond, uncond = model(x, rows.cond, r).permute(0, 2, 3, 1), None
         new = pick(cond, uncond, rows, uniforms(seeds, i, Stream.DRAW, shape), i)
         new = torch.where(rows.mask, new, init)
+        started = (rows.start_step <= i)[:, None, None]
+        if i in kept:
+            kept[i] = torch.where(started, new, x)
         if i + 1 < steps:
             fresh = random_codes(seeds, i + 1, Stream.CODES, shape, num_labels)
             replacement = torch.where(mode == 0, init, torch.where(mode == 1, x, fresh))
@@ -258,5 +279,8 @@ def sample(model: Denoiser, rows: Rows, *, num_labels: int, pick: Picker = pick_
                 new, r_range[i + 1], seeds=seeds, step=i + 1, num_labels=num_labels, replacement=replacement
             )
             new = torch.where((rows.renoise_steps > i)[:, None, None], noised, new)
-        x = torch.where((rows.start_step <= i)[:, None, None], new, x)
-    return x
+        x = torch.where(started, new, x)
+    snapshots = (
+        torch.stack([kept[s] for s in rows.snapshots], 1) if kept else x.new_empty(x.shape[0], 0, *shape)
+    )
+    return Sampled(x, snapshots)

@@ -1,5 +1,6 @@
 """`create_app()`: the one place that wires the three sides. The lifespan loads the model once, owns the
-queue and, in `paella serve`, the GPU worker; the HTTP side alone (`paella api`) never imports torch."""
+queue, the image store and, in `paella serve`, the GPU worker; the HTTP side alone (`paella api`) never
+imports torch and reads no weights: it learns the models from the workers, through the queue."""
 
 from __future__ import annotations
 
@@ -12,13 +13,11 @@ from typing import TYPE_CHECKING, cast
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from model.config import ModelConfig
-from model.folder import read_config
 from service.http.access import Access
 from service.http.errors import install_error_handlers
-from service.http.intake import Intake
+from service.http.image_store import ImageStore, MemoryImageStore, RedisImageStore
 from service.http.limits import Limits
-from service.http.middleware import BodyLimit, RequestMetrics
+from service.http.middleware import BodyLimit, RequestId, RequestMetrics
 from service.http.routes import router
 from service.queue.admission import Admission
 from service.queue.broker import Broker, WorkQueue
@@ -47,19 +46,29 @@ def load_pipeline(settings: Settings) -> Pipeline:
     return pipeline
 
 
-def make_broker(settings: Settings) -> Broker:
-    """Redis Streams when `redis_url` is set, else the in-process queue."""
+def make_broker(settings: Settings, model: str | None = None) -> Broker:
+    """Redis Streams when `redis_url` is set (taking jobs for `model` on the worker side), else the
+    in-process queue."""
     if settings.redis_url is None:
         admission = Admission(settings.max_queue_cost, settings.max_queue_wait_s, settings.retry_after_s)
         return InProcessBroker(admission)
     from service.queue.redis_broker import RedisBroker
 
-    return RedisBroker.from_settings(settings)
+    return RedisBroker.from_settings(settings, model=model)
+
+
+def make_image_store(settings: Settings) -> ImageStore:
+    """Where URL answers wait: Redis when `redis_url` is set (any API process answers any link), else here."""
+    ttl, size = settings.image_ttl_s, settings.image_store_bytes
+    if settings.redis_url is None:
+        return MemoryImageStore(ttl_s=ttl, max_bytes=size)
+    prefix = settings.redis_stream_prefix
+    return RedisImageStore(settings.redis_url, prefix=prefix, ttl_s=ttl, max_bytes=size)
 
 
 def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker:
     """A worker running `pipeline` on `queue`, warming up each batch-size bucket first."""
-    from service.gpu.executor import Executor, to_png
+    from service.gpu.executor import Executor, encode
     from service.gpu.worker import Worker
 
     size = pipeline.config.image_size
@@ -72,7 +81,8 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
         Executor(pipeline),
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
-        encode=to_png,
+        model=pipeline.config,
+        encode=encode,
         encoders=settings.encoders,
         hang_timeout_s=settings.hang_timeout_s,
         warmup=warmup,
@@ -84,18 +94,15 @@ async def _start(
 ) -> None:
     """Load the model (in a thread), connect the queue and start the worker; record any failure."""
     try:
-        model: ModelConfig
-        if run_worker and pipeline is None:
-            pipeline = await asyncio.to_thread(load_pipeline, settings)
-        if pipeline is not None:
-            model = pipeline.config
+        if not run_worker:
+            runtime.broker = broker if broker is not None else make_broker(settings)
         else:
-            model = await asyncio.to_thread(read_config, settings.weights)
-        runtime.broker = broker if broker is not None else make_broker(settings)
-        if run_worker and pipeline is not None:
+            if pipeline is None:
+                pipeline = await asyncio.to_thread(load_pipeline, settings)
+            runtime.broker = broker if broker is not None else make_broker(settings, pipeline.config.name)
             runtime.worker = make_worker(settings, runtime.broker, pipeline)
             runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="paella-worker")
-        runtime.intake = Intake(model, settings)
+        runtime.images = make_image_store(settings)
     except Exception as e:
         log.exception("the service could not start")
         runtime.failure = f"start-up failed: {e}"
@@ -115,14 +122,14 @@ def create_app(
         pipeline: a loaded model to serve; loaded from `settings.weights` when None.
         broker: the queue; in-process (or Redis when `settings.redis_url` is set) when None.
         run_worker: also run the GPU worker in this process (`paella serve`); False for `paella api`,
-            which then needs only the weight folder's config.json.
+            which loads no model and serves the models of the workers on the queue.
     """
     settings = settings or Settings()
     limits = Limits(settings.rate_limit_per_min, settings.cost_limit_per_min)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(limits=limits)
+        runtime = Runtime(settings, limits=limits)
         app.state.runtime = runtime
         starting = asyncio.create_task(_start(runtime, settings, pipeline, broker, run_worker))
         try:
@@ -147,6 +154,8 @@ def create_app(
             allow_origins=settings.origins(),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Retry-After", "X-Paella-Seed"],
         )
     app.add_middleware(RequestMetrics, routes=router.routes)
+    app.add_middleware(RequestId)  # outermost: every answer, refusals of the middleware above included
     return app

@@ -85,7 +85,7 @@ def worker(settings: Settings) -> None:
 
     async def run() -> None:
         pipeline = await asyncio.to_thread(load_pipeline, settings)
-        broker = make_broker(settings)
+        broker = make_broker(settings, pipeline.config.name)
         gpu = make_worker(settings, broker, pipeline)
         workers.append(gpu)
         loop = asyncio.get_running_loop()
@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, str] = {
         "serve": "run the HTTP API and the GPU worker in one process (Redis queue if PAELLA_REDIS_URL)",
-        "api": "run only the HTTP API on the Redis queue (PAELLA_REDIS_URL); no model is loaded",
+        "api": "run only the HTTP API on the Redis queue (PAELLA_REDIS_URL); no model or weights: it serves "
+        "the models of the workers on the queue",
         "worker": "run only the GPU worker on the Redis queue (PAELLA_REDIS_URL)",
     }
     for name, help in commands.items():

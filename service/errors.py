@@ -1,7 +1,7 @@
 """The service's one error type: an HTTP status, a code clients switch on, a message, maybe a field.
 
 Raised on the HTTP side for bad input and on the queue and GPU sides for failed work; it crosses
-Redis as a dict, and the HTTP side answers every one in the same JSON shape.
+Redis as a dict, and the HTTP side answers every one in OpenAI's JSON shape (`service.http.errors`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,17 @@ class ServiceError(Exception):
         self.message = message
         self.field = field
         self.headers = dict(headers or {})
+
+    @property
+    def type(self) -> str:
+        """OpenAI's error type: the request was wrong (4xx) or the server failed (5xx)."""
+        return "invalid_request_error" if self.status < 500 else "server_error"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later: the service turned it away for now (503), the client
+        was over its allowance (429) or its body came too slowly (408)."""
+        return self.status in (408, 429, 503)
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "code": self.code, "message": self.message}
@@ -72,4 +83,10 @@ def generation_failed() -> ServiceError:
 def worker_unavailable() -> ServiceError:
     return ServiceError(
         503, "worker_unavailable", "no worker can run this now; retry", headers={"Retry-After": "5"}
+    )
+
+
+def model_not_found(name: str) -> ServiceError:
+    return ServiceError(
+        404, "model_not_found", f"model: {name!r} is not served here (GET /v1/models lists them)", "model"
     )

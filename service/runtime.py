@@ -1,4 +1,5 @@
-"""What the handlers reach through the app: the queue, the intake and, when embedded, the worker."""
+"""What the handlers reach through the app: the queue, the models the workers serve, the image store and,
+when embedded, the worker."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from service.errors import not_ready, worker_unavailable
-from service.http.intake import Intake
+from model.config import ModelConfig
+from service.errors import model_not_found, not_ready, worker_unavailable
+from service.http.image_store import ImageStore
 from service.http.limits import Limits
 from service.queue.broker import Broker
-from service.queue.jobs import Job
+from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.gpu.worker import Worker
@@ -19,22 +21,39 @@ if TYPE_CHECKING:
 
 @dataclass
 class Runtime:
-    """Filled in by the lifespan as the model loads; empty fields mean "not ready yet"."""
+    """Filled in by the lifespan as the service starts; empty fields mean "not ready yet"."""
 
+    settings: Settings
     limits: Limits = field(default_factory=lambda: Limits(None, None))
     broker: Broker | None = None
-    intake: Intake | None = None
+    images: ImageStore | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task[None] | None = None
     failure: str | None = None
     draining: bool = False  # set on SIGTERM: not ready any more, still serving
 
-    async def submit(self, job: Job) -> list[bytes]:
+    def queue(self) -> Broker:
         if self.broker is None:
             raise not_ready("the service is starting")
         if self.worker is not None and not self.worker.alive:
             raise worker_unavailable()
-        return await self.broker.submit(job)
+        return self.broker
+
+    async def model(self, name: str | None) -> ModelConfig:
+        """The served model called `name`; None: the default model (`default_model`, else the first).
+
+        Raises 404 `model_not_found` for a model no live worker serves, 503 while none is served.
+        """
+        models = await self.queue().models()
+        wanted = name if name is not None else self.settings.default_model
+        if wanted is None and models:
+            return models[0]
+        found = next((m for m in models if m.name == wanted), None)
+        if found is not None:
+            return found
+        if name is not None:
+            raise model_not_found(name)
+        raise not_ready("no worker is alive" if not models else f"no worker serves {wanted!r}")
 
     def alive(self) -> bool:
         """Liveness: False when this process cannot serve any more (start-up failed, worker hung or dead)."""
@@ -51,7 +70,7 @@ class Runtime:
             return "start-up failed"
         if self.draining:
             return "shutting down"
-        if self.broker is None or self.intake is None:
+        if self.broker is None or self.images is None:
             return "loading the model"
         if self.worker is not None and not self.worker.alive:
             return "the worker is not running"
@@ -60,7 +79,7 @@ class Runtime:
         try:
             if not await self.broker.ping():
                 return "the queue is unreachable"
-            if self.worker is None and await self.broker.live_workers() == 0:
+            if not await self.broker.models():
                 return "no worker is alive"
         except Exception:
             return "the queue is unreachable"
@@ -81,3 +100,5 @@ class Runtime:
                 await self.worker_task
         if self.broker is not None:
             await self.broker.close()
+        if self.images is not None:
+            await self.images.close()

@@ -17,7 +17,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PAELLA_", extra="ignore", frozen=True)
 
-    weights: Path = Field(default=DEFAULT_WEIGHTS, description="weight folder of the model to serve")
+    weights: Path = Field(
+        default=DEFAULT_WEIGHTS, description="weight folder of the model to serve (`paella api` reads none)"
+    )
+    default_model: str | None = Field(
+        default=None, description="the model of requests that name none; unset = the first model listed"
+    )
     device: str = Field(
         default="auto", description="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1"
     )
@@ -88,6 +93,18 @@ class Settings(BaseSettings):
     )
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="longest a request body may take to arrive (408 after)"
+    )
+    image_ttl_s: int = Field(
+        default=3600, ge=1, description="how long an image answered as a URL (response_format url) lives"
+    )
+    image_store_bytes: int = Field(
+        default=256 * 2**20,
+        ge=2**20,
+        description="most bytes of URL images kept (in this process, or in Redis); the oldest go first",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="base of image URLs (e.g. https://images.example.com); unset = the request's own",
     )
     max_body_bytes: int = Field(
         default=20 * 2**20, ge=1024, description="largest request body accepted (413 above)"

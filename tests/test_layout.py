@@ -52,17 +52,24 @@ def test_the_http_side_and_the_queue_import_no_torch_and_no_gpu_side() -> None:
 
 
 def test_paella_api_serves_without_importing_torch(tiny_model_dir: Path) -> None:
-    """The HTTP side alone, on Redis, takes uploads and queues jobs; torch stays out of the process."""
+    """The HTTP side alone, on Redis, takes uploads and queues jobs for the model a worker published (here by
+    hand); it reads no weights, and torch stays out of the process."""
     prefix = f"test-notorch-{uuid.uuid4().hex[:8]}"
     script = f"""
 import asyncio, base64, io, sys
 import httpx
 from PIL import Image
+from model.folder import read_config
 from service.app import create_app
+from service.queue.redis_broker import RedisBroker
 from service.settings import Settings
 
 async def main():
-    settings = Settings(weights={str(tiny_model_dir)!r}, redis_url={REDIS_URL!r},
+    config = read_config({str(tiny_model_dir)!r})
+    worker = RedisBroker({REDIS_URL!r}, prefix={prefix!r}, model=config.name)
+    await worker.announce(config)  # what a worker does once it is warm
+    await worker.close()
+    settings = Settings(weights="/nowhere", redis_url={REDIS_URL!r},
                         redis_stream_prefix={prefix!r}, request_timeout_s=0.5)
     app = create_app(settings, run_worker=False)
     buffer = io.BytesIO()

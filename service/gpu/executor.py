@@ -1,5 +1,5 @@
-"""Runs one batch of slices on the resident Pipeline: the slices' draws in, pictures per slice out; and
-the PNG encoding of a picture, which the worker runs in its encoding pool."""
+"""Runs one batch of slices on the resident Pipeline: the slices' draws in, pictures (and the previews their
+jobs ask for) per slice out; and the encoding of a picture, which the worker runs in its encoding pool."""
 
 from __future__ import annotations
 
@@ -9,28 +9,37 @@ from collections.abc import Sequence
 from PIL import Image
 
 from model.pipeline import Pipeline
-from service.queue.jobs import Slice
+from model.sampler import preview_steps
+from service.queue.jobs import PNG, Encoding, Made, Slice
 
 
 class Executor:
-    """One `Pipeline.images` call per batch; every image's seed alone decides its tokens."""
+    """One `Pipeline.render` call per batch; every image's seed alone decides its tokens, and its previews
+    come from the same sampling pass."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    def __call__(self, slices: Sequence[Slice]) -> list[list[Image.Image]]:
-        """Pictures per slice, in the order of the slice's seeds."""
-        pictures = self.pipeline.images([d for s in slices for d in s.draws()])
+    def __call__(self, slices: Sequence[Slice]) -> list[Made]:
+        """Pictures per slice, in the order of the slice's seeds, each with its previews."""
+        draws = [d for s in slices for d in s.draws()]
+        previews = [preview_steps(s.job.sampler.steps, s.job.previews) for s in slices for _ in range(s.n)]
+        pictures, previewed = self.pipeline.render(draws, previews)
         out, at = [], 0
         for s in slices:
-            out.append(pictures[at : at + s.n])
+            out.append(Made(pictures[at : at + s.n], previewed[at : at + s.n]))
             at += s.n
         return out
 
 
-def to_png(image: Image.Image) -> bytes:
-    """PNG bytes at zlib level 1: several times faster than the default for a small size cost, and as
-    deterministic (equal pictures give equal bytes)."""
+def encode(image: Image.Image, encoding: Encoding = PNG) -> bytes:
+    """A picture's bytes. PNG at zlib level 1: several times faster than the default for a small size cost,
+    and as deterministic (equal pictures give equal bytes); JPEG and WebP at the encoding's quality."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    if encoding.format == "png":
+        image.save(buffer, format="PNG", compress_level=1)
+    elif encoding.format in ("jpeg", "webp"):
+        image.save(buffer, format=encoding.format.upper(), quality=encoding.compression)
+    else:
+        image.save(buffer, format="GIF")
     return buffer.getvalue()

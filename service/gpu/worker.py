@@ -9,12 +9,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from model.config import ModelConfig
 from service import metrics
 from service.errors import DeadlineExceeded, ServiceError, generation_failed
 from service.gpu.batcher import Batcher
 from service.queue.admission import cost
 from service.queue.broker import WorkQueue
-from service.queue.jobs import Executor, Job, Slice
+from service.queue.jobs import Encoding, Executor, Job, Made, Slice
 
 log = logging.getLogger(__name__)
 
@@ -22,24 +23,26 @@ log = logging.getLogger(__name__)
 class Worker:
     """Pulls jobs from a `WorkQueue`, batches them with a `Batcher` and runs them on one GPU thread.
 
-    `run()` warms up (in the GPU thread), sets `ready`, then loops until `stop()`; a stop finishes
-    the batch in hand and gives the rest back with `queue.release`. Expired jobs are answered 504
-    without reaching the executor. A `ServiceError` the executor raises fails every job of its batch;
-    any other failure of a batch of several jobs is retried job by job, so one poisonous request fails
-    alone (500 `generation_failed`) and the others are answered.
+    `run()` warms up (in the GPU thread), announces `model`, sets `ready`, then loops until `stop()`; a
+    stop finishes the batch in hand and gives the rest back with `queue.release`. Expired jobs, and jobs
+    nobody waits for any more, are dropped without reaching the executor. A `ServiceError` the executor
+    raises fails every job of its batch; any other failure of a batch of several jobs is retried job by
+    job, so one poisonous request fails alone (500 `generation_failed`) and the others are answered.
 
-    With `encode`, a batch's pictures are encoded in a pool of threads while the GPU thread runs the
-    next batch (at most `max_encoding` batches behind it), and stored once encoded.
+    With `encode`, a batch's pictures and previews are encoded in a pool of threads while the GPU thread
+    runs the next batch (at most `max_encoding` batches behind it); each slice's previews are published,
+    then its images stored.
 
     A batch running past `hang_timeout_s` marks the worker hung: its jobs are abandoned to the queue
     (another worker, or a 503, answers them), the loop stops and `alive` turns False for liveness.
 
     Args:
         queue: where jobs come from and results go (`InProcessBroker` or `RedisBroker`).
-        execute: the executor, `execute(slices) -> pictures per slice`; runs in a dedicated thread.
+        execute: the executor, `execute(slices) -> what it made of each slice`; runs in a dedicated thread.
         max_batch_size: most images per batch (the `Batcher`'s).
         max_wait_ms: longest the oldest job of a key waits for company (the `Batcher`'s).
-        encode: turns one picture into the stored bytes (PNG); None when `execute` returns bytes.
+        model: what this worker serves, announced to the queue once warm; None announces nothing.
+        encode: `encode(picture, encoding)`, a picture as the job's bytes; None when `execute` returns bytes.
         encoders: threads of the encoding pool.
         max_encoding: batches encoding at once before the GPU thread waits for them.
         hang_timeout_s: longest a batch may run before the worker counts as hung; None: no limit.
@@ -55,7 +58,8 @@ class Worker:
         *,
         max_batch_size: int,
         max_wait_ms: float,
-        encode: Callable[[Any], bytes] | None = None,
+        model: ModelConfig | None = None,
+        encode: Callable[[Any, Encoding], bytes] | None = None,
         encoders: int = 4,
         max_encoding: int = 2,
         hang_timeout_s: float | None = None,
@@ -65,6 +69,7 @@ class Worker:
     ) -> None:
         self.queue = queue
         self.execute = execute
+        self.model = model
         self.encode = encode
         self.encoders = encoders
         self.max_encoding = max_encoding
@@ -101,6 +106,8 @@ class Worker:
                     self.failed = True
                     raise
             metrics.install_gpu_memory_gauge()
+            if self.model is not None:
+                await self.queue.announce(self.model)
             self.ready.set()
             metrics.WORKER_UP.inc()
             try:
@@ -188,7 +195,7 @@ class Worker:
             else:
                 await self._deliver(own, results)
 
-    async def _compute(self, batch: list[Slice]) -> list[list[Any]]:
+    async def _compute(self, batch: list[Slice]) -> list[Made]:
         """The executor's pictures for `batch`, from the GPU thread; `_Hung` past `hang_timeout_s`."""
         future = asyncio.get_running_loop().run_in_executor(self._gpu, self.execute, batch)
         started = time.monotonic()
@@ -203,12 +210,15 @@ class Worker:
                 log.error("a batch has run for over %s s: the worker is hung and stops", self.hang_timeout_s)
                 raise _Hung
             await self._heartbeat(force=True)  # the queue must not reclaim the batch meanwhile
-        results: list[list[Any]] = future.result()
-        if len(results) != len(batch) or any(len(r) != p.n for r, p in zip(results, batch, strict=True)):
+        results: list[Made] = future.result()
+        if len(results) != len(batch) or any(
+            len(made.pictures) != p.n or len(made.previews) != p.n
+            for made, p in zip(results, batch, strict=True)
+        ):
             raise ValueError("the executor returned the wrong number of images")
         return results
 
-    async def _deliver(self, batch: list[Slice], results: list[list[Any]]) -> None:
+    async def _deliver(self, batch: list[Slice], results: list[Made]) -> None:
         if self.encode is None:
             await self._store(batch, results)
             return
@@ -218,27 +228,35 @@ class Worker:
         self._encoding.add(task)
         task.add_done_callback(self._encoding.discard)
 
-    async def _encode_and_store(self, batch: list[Slice], results: list[list[Any]]) -> None:
-        """Encode a batch's pictures in the pool, then store them."""
-        assert self.encode is not None
-        loop, encode = asyncio.get_running_loop(), self.encode
+    async def _encode_and_store(self, batch: list[Slice], results: list[Made]) -> None:
+        """Encode a batch's pictures and previews in the pool, then store them."""
+        loop = asyncio.get_running_loop()
+
+        async def encoded(pictures: list[Any], encoding: Encoding) -> list[bytes]:
+            assert self.encode is not None
+            jobs = (loop.run_in_executor(self._encoders, self.encode, p, encoding) for p in pictures)
+            return list(await asyncio.gather(*jobs))
+
         try:
-            encoded = [
-                list(
-                    await asyncio.gather(*(loop.run_in_executor(self._encoders, encode, p) for p in pictures))
+            done = [
+                Made(
+                    await encoded(made.pictures, part.job.encoding),
+                    [await encoded(previews, part.job.encoding) for previews in made.previews],
                 )
-                for pictures in results
+                for part, made in zip(batch, results, strict=True)
             ]
         except Exception:
             log.exception("encoding a batch of %d images failed", sum(p.n for p in batch))
             await self._fail(batch, generation_failed())
             return
-        await self._store(batch, encoded)
+        await self._store(batch, done)
 
-    async def _store(self, batch: list[Slice], results: list[list[bytes]]) -> None:
-        for part, images in zip(batch, results, strict=True):
-            await self.queue.complete(part, images)
-            metrics.IMAGES_GENERATED.inc(len(images))
+    async def _store(self, batch: list[Slice], results: list[Made]) -> None:
+        for part, made in zip(batch, results, strict=True):
+            if any(made.previews):
+                await self.queue.preview(part, made.previews)
+            await self.queue.complete(part, made.pictures)
+            metrics.IMAGES_GENERATED.inc(len(made.pictures))
 
     async def _fail(self, batch: list[Slice], error: ServiceError) -> None:
         for job in _unique_jobs(batch):

@@ -40,7 +40,7 @@ class Access:
             if scope["path"].startswith("/v1/images/"):
                 self.limits.request(client)
         except ServiceError as e:
-            await error_response(e.status, e.code, e.message, e.field, e.headers)(scope, receive, send)
+            await error_response(e)(scope, receive, send)
             return
         scope.setdefault("state", {})["client"] = client
         await self.app(scope, receive, send)

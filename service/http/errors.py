@@ -1,30 +1,29 @@
-"""The one JSON error shape, `{"error": {"code", "message", "field"}}`, for every 4xx and 5xx answer."""
+"""The one JSON error shape, OpenAI's `{"error": {"message", "type", "param", "code"}}`, for every 4xx and 5xx
+answer, with `x-should-retry: false` where retrying cannot help (every status but 503)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
 from service.errors import ServiceError
-
-log = logging.getLogger(__name__)
 
 # Errors that mean the service turned work away rather than the request being wrong.
 _REJECTIONS = {"queue_full", "deadline_exceeded"}
 
 
 class ErrorDetail(BaseModel):
-    code: str
     message: str
-    field: str | None = None
+    type: str = Field(description="invalid_request_error (4xx) or server_error (5xx)")
+    param: str | None = Field(default=None, description="the offending request field, if one is")
+    code: str = Field(description="what went wrong, to switch on")
 
 
 class ErrorResponse(BaseModel):
@@ -33,11 +32,17 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-def error_response(
-    status: int, code: str, message: str, field: str | None = None, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    body = ErrorResponse(error=ErrorDetail(code=code, message=message, field=field))
-    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
+def error_body(error: ServiceError) -> dict[str, Any]:
+    """`{"error": {...}}` of an error, as answered and as sent in an event stream."""
+    detail = ErrorDetail(message=error.message, type=error.type, param=error.field, code=error.code)
+    return ErrorResponse(error=detail).model_dump()
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    headers = dict(error.headers)
+    if not error.retryable:
+        headers["x-should-retry"] = "false"
+    return JSONResponse(error_body(error), status_code=error.status, headers=headers)
 
 
 _PYDANTIC_CODES = {
@@ -69,11 +74,16 @@ def validation_error(errors: Sequence[Mapping[str, Any]]) -> ServiceError:
     return ServiceError(400, _PYDANTIC_CODES.get(str(first.get("type")), "invalid_value"), message, field)
 
 
+def count_rejection(error: ServiceError) -> None:
+    """Count the errors that mean the service turned work away (`paella_rejected_total`)."""
+    if error.code in _REJECTIONS:
+        metrics.REJECTED.labels(reason=error.code).inc()
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    if exc.code in _REJECTIONS:
-        metrics.REJECTED.labels(reason=exc.code).inc()
-    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+    count_rejection(exc)
+    return error_response(exc)
 
 
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -84,23 +94,17 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), None, exc.headers)
+    return error_response(ServiceError(exc.status_code, code, str(exc.detail), headers=exc.headers))
 
 
 async def _too_deep(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(400, "invalid_json", "the body is nested too deeply")
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    return error_response(ServiceError(400, "invalid_json", "the body is nested too deeply"))
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error the app answers take the one shape."""
+    """Make every error the app answers take the one shape (`RequestId` answers unexpected ones)."""
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(ValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RecursionError, _too_deep)  # JSON nested past the parser's depth
-    app.add_exception_handler(Exception, _unexpected)

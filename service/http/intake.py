@@ -1,5 +1,6 @@
-"""Turns a validated request into a Job: uploads decoded and checked, the operation built, seeds drawn,
-the sampler settings resolved against the model's defaults.
+"""Turns a validated request into a Job for one model: uploads decoded and checked, the operation built,
+seeds drawn, the sampler settings resolved against the model's defaults (OpenAI's `quality` as a step
+count), previews and encoding chosen.
 
 Everything that can be wrong with a request is found here, so bad input never reaches the queue.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 
+import numpy as np
 from PIL import Image
 
 from model.config import Knobs, ModelConfig
@@ -16,6 +18,7 @@ from model.ops import (
     Generate,
     Inpaint,
     Interpolation,
+    Mask,
     Operation,
     Outpaint,
     Picture,
@@ -25,8 +28,21 @@ from model.ops import (
 from service.errors import ServiceError
 from service.http import schemas
 from service.http.uploads import check_canvas, open_image, parse_size, picture, repaint_mask
-from service.queue.jobs import Job
+from service.queue.jobs import Encoding, Job
 from service.settings import Settings
+
+# OpenAI's `quality` as a multiple of the model's step count.
+QUALITY_STEPS = {
+    "low": 0.5,
+    "medium": 1.0,
+    "standard": 1.0,
+    "auto": 1.0,
+    "high": 1.5,
+    "hd": 1.5,
+    "xhigh": 2.0,
+    "max": 3.0,
+}
+MAX_STEPS = 64
 
 
 class Intake:
@@ -41,21 +57,26 @@ class Intake:
         return self._job(op, r, r.n)
 
     def edit(self, r: schemas.EditRequest) -> Job:
+        """Inpainting at the image's size, or at `size` with the image and the mask resized to it."""
         source = self._open(r.image, "image")
-        image = self._picture(source, "image", sized=True)
-        if r.mask is None:
-            mask = repaint_mask(source, "image")
+        if r.size is None or r.size == "auto":
+            size = source.size
+            self._check(*size, field="image")
         else:
-            mask_image = self._open(r.mask, "mask")
-            if mask_image.size != image.size:
-                raise ServiceError(
-                    400,
-                    "mask_size_mismatch",
-                    f"mask: {mask_image.width}x{mask_image.height}, image: {image.width}x{image.height}",
-                    "mask",
-                )
-            mask = repaint_mask(mask_image, "mask")
-        return self._job(Inpaint(image, mask, r.prompt), r, r.n)
+            size = parse_size(r.size, self.model, max_side=self.settings.max_side)
+        mask_image = source if r.mask is None else self._open(r.mask, "mask")
+        if mask_image.size != source.size:
+            raise ServiceError(
+                400,
+                "mask_size_mismatch",
+                f"mask: {mask_image.width}x{mask_image.height}, image: {source.width}x{source.height}",
+                "mask",
+            )
+        mask = repaint_mask(mask_image, "image" if r.mask is None else "mask")
+        if size != source.size:
+            source = source.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+            mask = Mask.from_array(np.asarray(Image.fromarray(mask.array()).resize(size)))
+        return self._job(Inpaint(picture(source), mask, r.prompt), r, r.n)
 
     def outpaint(self, r: schemas.OutpaintRequest) -> Job:
         image = self._upload(r.image, "image")  # only the extended canvas follows the size rules
@@ -96,7 +117,7 @@ class Intake:
         seed = r.seed if r.seed is not None else _random_seed()
         return self._job(op, r, r.frames, seeds=[seed] * r.frames)  # every frame shares the seed
 
-    def _job(self, op: Operation, r: schemas.SamplerKnobs, n: int, seeds: list[int] | None = None) -> Job:
+    def _job(self, op: Operation, r: schemas.ImageOptions, n: int, seeds: list[int] | None = None) -> Job:
         if seeds is None:
             if n > self.settings.max_n:
                 raise ServiceError(400, "invalid_value", f"n: at most {self.settings.max_n}", "n")
@@ -104,20 +125,35 @@ class Intake:
                 [r.seed + i for i in range(n)] if r.seed is not None else [_random_seed() for _ in range(n)]
             )
         sampler = self.model.sampler.with_knobs(self.knobs(r))
-        return Job.new(op, seeds, sampler, self.settings.request_timeout_s)
+        previews = r.partial_images or 0 if isinstance(r, schemas.Streamable) and r.stream else 0
+        return Job.new(
+            op,
+            seeds,
+            sampler,
+            self.settings.request_timeout_s,
+            model=self.model.name,
+            previews=previews,
+            encoding=Encoding(
+                r.output_format or "png", 100 if r.output_compression is None else r.output_compression
+            ),
+        )
 
-    @staticmethod
-    def knobs(r: schemas.SamplerKnobs) -> Knobs:
-        """The request's knobs; an explicit null `typical_mass` turns filtering off, as 0 does."""
+    def knobs(self, r: schemas.ImageOptions) -> Knobs:
+        """The request's knobs; `quality` sets the steps when `steps` does not; an explicit null
+        `typical_mass` turns filtering off, as 0 does."""
         mass = r.typical_mass
         if "typical_mass" in r.model_fields_set and mass is None:
             mass = 0.0
+        steps = r.steps
+        if steps is None and r.quality is not None:
+            wanted = round(self.model.sampler.steps * QUALITY_STEPS[r.quality])
+            steps = min(MAX_STEPS, max(1, wanted))
         return Knobs(
-            steps=r.steps, guidance_scale=r.guidance_scale, temperature=r.temperature, typical_mass=mass
+            steps=steps, guidance_scale=r.guidance_scale, temperature=r.temperature, typical_mass=mass
         )
 
     def _canvas(self, size: str | None) -> tuple[int, int]:
-        if size is None:
+        if size is None or size == "auto":
             return self.model.image_size, self.model.image_size
         return parse_size(size, self.model, max_side=self.settings.max_side)
 

@@ -1,30 +1,33 @@
-"""The HTTP routes: the image endpoints from one table, and models, health, readiness and metrics.
+"""The HTTP routes: the image endpoints from one table, the images answered as links, and models, health,
+readiness and metrics.
 
-An image endpoint parses its body (JSON, or also multipart/form-data where it takes uploads), hands it
-to the Intake in the thread pool (decoding uploads never stalls the event loop), submits the Job and
-answers JSON with base64 PNGs, or the PNG itself for n=1 with `Accept: image/png`.
+An image endpoint parses its body (JSON, or also multipart/form-data where it takes uploads), finds the
+model it names among those the workers serve, hands the body to that model's Intake in the thread pool
+(decoding uploads never stalls the event loop), submits the Job and answers (`service.http.answers`):
+JSON, the image itself, or, for `stream: true` where OpenAI streams, Server-Sent Events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from model.config import ModelConfig
 from service import metrics
 from service.errors import ServiceError, not_ready
-from service.http import schemas
+from service.http import answers, schemas
 from service.http.access import client_of
 from service.http.errors import ErrorResponse, validation_error
+from service.http.forms import nested
+from service.http.image_store import media_type
 from service.http.intake import Intake
 from service.metrics import render_metrics
 from service.queue.admission import cost
@@ -34,19 +37,26 @@ from service.runtime import Runtime
 
 @dataclass(frozen=True)
 class ImageRoute:
-    """One image endpoint: its path, body, OpenAPI summary, the Intake method that makes its Job, and
-    whether it also takes multipart/form-data (the endpoints that take uploads)."""
+    """One image endpoint: its path, body, OpenAPI summary, the Intake method that makes its Job, whether
+    it also takes multipart/form-data (the endpoints that take uploads), and the kind of its events when
+    it streams (OpenAI's `image_generation` and `image_edit`)."""
 
     path: str
     body: type[BaseModel]
     summary: str
     build: Callable[[Intake, Any], Job]
     form: bool
+    events: str | None = None
 
 
 IMAGE_ROUTES = (
     ImageRoute(
-        "/v1/images/generations", schemas.GenerationRequest, "Images from a prompt", Intake.generation, False
+        "/v1/images/generations",
+        schemas.GenerationRequest,
+        "Images from a prompt",
+        Intake.generation,
+        False,
+        "image_generation",
     ),
     ImageRoute(
         "/v1/images/edits",
@@ -54,6 +64,7 @@ IMAGE_ROUTES = (
         "Inpainting: repaint an image's transparent (masked) pixels",
         Intake.edit,
         True,
+        "image_edit",
     ),
     ImageRoute(
         "/v1/images/outpaints",
@@ -92,13 +103,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": why}
     for status, why in [
         (400, "invalid input"),
-        (413, "body or image too large"),
+        (401, "a valid API key is needed"),
+        (404, "no such model"),
+        (408, "the body came too slowly"),
+        (413, "body or image too large, or a request larger than the queue"),
+        (429, "over the client's request or cost allowance (with Retry-After)"),
+        (500, "the model or a worker failed"),
         (503, "queue full (with Retry-After) or not ready"),
         (504, "deadline passed"),
     ]
 }
-PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {}}, "description": "with n=1 and `Accept: image/png`: the PNG itself"}
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/png": {}, "text/event-stream": {}},
+        "description": "JSON; with n=1 and `Accept` naming the output format's type (image/png, ...), the "
+        "image itself; with `stream: true` (generations, edits), Server-Sent Events",
+    }
 }
 
 router = APIRouter()
@@ -112,16 +132,6 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-AcceptDep = Annotated[str, Header()]
-
-
-def get_intake(runtime: RuntimeDep) -> Intake:
-    if runtime.intake is None:
-        raise not_ready("the model is still loading")
-    return runtime.intake
-
-
-IntakeDep = Annotated[Intake, Depends(get_intake)]
 
 
 def json_or_form(model: type[M]) -> Callable[[Request], Awaitable[M]]:
@@ -132,15 +142,17 @@ def json_or_form(model: type[M]) -> Callable[[Request], Awaitable[M]]:
         data: Any
         if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
             async with request.form() as form:
-                data = {}
-                for name, value in form.multi_items():
-                    data[name] = await value.read() if isinstance(value, UploadFile) else value
+                items = [
+                    (name, await value.read() if isinstance(value, UploadFile) else value)
+                    for name, value in form.multi_items()
+                ]
+            data = nested(items)
         elif content_type == "application/json":
             try:
                 data = await request.json()
             except (ValueError, RecursionError):
                 raise ServiceError(
-                    400, "invalid_json", "the body is not valid JSON, or nested too deeply"
+                    400, "invalid_json", "the body is not JSON, or is nested too deeply"
                 ) from None
         else:
             raise ServiceError(415, "unsupported_media_type", "send application/json or multipart/form-data")
@@ -165,25 +177,9 @@ def both_bodies(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def answer(request: Request, runtime: Runtime, job: Job, accept: str) -> Response:
-    """Charge the client, submit the job and wait (withdrawing it if the client leaves first); JSON with
-    base64 PNGs, or the PNG itself for n=1 and Accept: image/png."""
-    runtime.limits.spend(client_of(request.scope), cost(job))
-    pngs = await until_disconnected(request, runtime.submit(job))
-    if len(pngs) == 1 and "image/png" in accept:
-        return Response(pngs[0], media_type="image/png", headers={"X-Paella-Seed": str(job.seeds[0])})
-    body = schemas.ImagesResponse(
-        created=int(time.time()),
-        data=[
-            schemas.ImageDatum(b64_json=base64.b64encode(png).decode("ascii"), seed=seed)
-            for png, seed in zip(pngs, job.seeds, strict=True)
-        ],
-    )
-    return Response(body.model_dump_json(), media_type="application/json")
-
-
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """`work`'s result; if the client disconnects first, `work` is cancelled (the queue forgets the job)."""
+    """`work`'s result; if the client disconnects first, `work` is cancelled (the queue forgets the job,
+    which is never computed) and counted in `paella_cancelled_total`."""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnect(request))
     try:
@@ -209,7 +205,7 @@ def _add_image_route(route: ImageRoute) -> None:
     """Register one endpoint of the table; JSON-only bodies are parsed (and documented) by FastAPI."""
     options: dict[str, Any] = {
         "response_model": schemas.ImagesResponse,
-        "responses": {**ERRORS, **PNG_RESPONSE},
+        "responses": {**ERRORS, **IMAGE_RESPONSES},
         "summary": route.summary,
         "name": route.path.rsplit("/", 1)[-1],
     }
@@ -218,11 +214,15 @@ def _add_image_route(route: ImageRoute) -> None:
         body_type = Annotated[route.body, Depends(json_or_form(route.body))]
         options["openapi_extra"] = both_bodies(route.body)
 
-    async def handler(
-        request: Request, body: Any, intake: IntakeDep, runtime: RuntimeDep, accept: AcceptDep = ""
-    ) -> Response:
+    async def handler(body: Any, request: Request, runtime: RuntimeDep) -> Response:
+        intake = Intake(await runtime.model(body.model), runtime.settings)
         job = await run_in_threadpool(route.build, intake, body)
-        return await answer(request, runtime, job, accept)
+        runtime.limits.spend(client_of(request.scope), cost(job))  # 429 past the client's allowance
+        if route.events is not None and body.stream:
+            return answers.events(route.events, body, job, await runtime.queue().enqueue(job))
+        images = await until_disconnected(request, runtime.queue().submit(job))
+        assert runtime.images is not None
+        return await answers.images(request, body, job, images, runtime.images, runtime.settings.public_url)
 
     handler.__annotations__["body"] = body_type  # the route's own body, for FastAPI's parsing and docs
     router.post(route.path, **options)(handler)
@@ -232,11 +232,45 @@ for _route in IMAGE_ROUTES:
     _add_image_route(_route)
 
 
+@router.get(answers.FILES_PATH + "/{image_id}", responses={200: {"content": {"image/png": {}}}, **ERRORS})
+async def image_file(image_id: str, runtime: RuntimeDep) -> Response:
+    """An image answered as a URL (`response_format: "url"`), until it expires."""
+    if runtime.images is None:
+        raise not_ready("the service is starting")
+    data = await runtime.images.get(image_id)
+    if data is None:
+        raise ServiceError(404, "image_not_found", "no such image: it expired, or never was", "image_id")
+    return Response(data, media_type=media_type(image_id))
+
+
+def _card(model: ModelConfig, max_side: int) -> schemas.ModelCard:
+    sampler = model.sampler
+    defaults = schemas.SamplerDefaults(
+        steps=sampler.steps,
+        guidance_scale=sampler.guidance_scale,
+        temperature=sampler.temp_range[0],
+        typical_mass=sampler.mass,
+    )
+    return schemas.ModelCard(
+        id=model.name,
+        created=0,
+        image_size=model.image_size,
+        size_multiple=model.size_multiple,
+        max_side=max_side,
+        sampler=defaults,
+    )
+
+
 @router.get("/v1/models", response_model=schemas.ModelList, responses=ERRORS)
-async def models(intake: IntakeDep) -> schemas.ModelList:
-    m = intake.model
-    card = schemas.ModelCard(id=m.name, created=0, image_size=m.image_size, size_multiple=m.size_multiple)
-    return schemas.ModelList(data=[card])
+async def models(runtime: RuntimeDep) -> schemas.ModelList:
+    """The models the live workers serve, with their size rules and sampler defaults."""
+    served = await runtime.queue().models()
+    return schemas.ModelList(data=[_card(m, runtime.settings.max_side) for m in served])
+
+
+@router.get("/v1/models/{model_id}", response_model=schemas.ModelCard, responses=ERRORS)
+async def model(model_id: str, runtime: RuntimeDep) -> schemas.ModelCard:
+    return _card(await runtime.model(model_id), runtime.settings.max_side)
 
 
 @router.get("/healthz", response_model=schemas.Health, responses={503: {"model": ErrorResponse}})

@@ -1,4 +1,8 @@
-"""Request and response models of the HTTP API; every bound here shows in the OpenAPI document."""
+"""Request and response models of the HTTP API; every bound here shows in the OpenAPI document.
+
+Every field of OpenAI's Images API that its official client sends is accepted: honoured where Paella has
+the notion (the README's compatibility table says which), accepted and ignored where it has none.
+"""
 
 from __future__ import annotations
 
@@ -50,24 +54,70 @@ ImageBytes = Annotated[
         }
     ),
 ]
+
+
+def _one_image(value: Any) -> Any:
+    """OpenAI's clients may send a list of images; Paella edits one."""
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ValueError(f"one image to edit, got {len(value)}")
+        return value[0]
+    return value
+
+
+OneImage = Annotated[ImageBytes, BeforeValidator(_one_image)]
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="what to draw")]
 Size = Annotated[
     str,
     Field(
-        pattern=r"^\d{1,5}x\d{1,5}$",
+        pattern=r"^(\d{1,5}x\d{1,5}|auto)$",
         description="WIDTHxHEIGHT in pixels: multiples of the model's size_multiple (GET /v1/models), "
-        "from twice it to PAELLA_MAX_SIDE; null = the model's native canvas",
+        "from twice it to PAELLA_MAX_SIDE; auto or null = the model's native canvas",
         examples=["256x256"],
     ),
 ]
+Quality = Literal["low", "medium", "high", "xhigh", "max", "auto", "standard", "hd"]
+ResponseFormat = Literal["b64_json", "url"]
+OutputFormat = Literal["png", "jpeg", "webp", "gif"]
+Background = Literal["transparent", "opaque", "auto"]
+
+
+def ignored() -> Any:
+    """A field OpenAI's clients send that Paella has no use for: accepted and ignored."""
+    return Field(default=None, description="accepted for OpenAI's clients, ignored")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SamplerKnobs(Strict):
-    """Sampler settings every endpoint shares; left out or null = the model's default."""
+class ImageOptions(Strict):
+    """Every image endpoint's settings: the model, how the images come back, and the sampler knobs (left out
+    or null = the model's default)."""
+
+    model: str | None = Field(
+        default=None,
+        description="a model id from GET /v1/models; null = the default model (PAELLA_DEFAULT_MODEL, else "
+        "the first listed)",
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description="b64_json (null): the images in the answer; url: links that live PAELLA_IMAGE_TTL_S",
+    )
+    output_format: OutputFormat | None = Field(default=None, description="the images' encoding; null = png")
+    output_compression: int | None = Field(
+        default=None, ge=0, le=100, description="JPEG and WebP quality, 0-100; null = 100"
+    )
+    quality: Quality | None = Field(
+        default=None,
+        description="a step count relative to the model's: low 1/2, medium, standard and auto 1, high and "
+        "hd 3/2, xhigh 2, max 3 (at most 64); `steps` wins when both are given",
+    )
+    background: Background | None = Field(
+        default=None, description="accepted; the images are always opaque (the answer says so)"
+    )
+    user: str | None = Field(default=None, description="echoed as safety_identifier when that is not given")
+    safety_identifier: str | None = Field(default=None, description="echoed in the answer")
 
     seed: int | None = Field(
         default=None,
@@ -89,31 +139,54 @@ class SamplerKnobs(Strict):
         le=1.0,
         description="locally typical sampling mass; left out = model default, null or 0 = filtering off",
     )
-    response_format: Literal["b64_json"] = Field(
-        default="b64_json", description="images come back as base64 PNG"
-    )
 
 
-class ManyImages(SamplerKnobs):
+class ManyImages(ImageOptions):
     n: int = Field(default=1, ge=1, le=8, description="number of images")
 
 
-class GenerationRequest(ManyImages):
+class Streamable(ManyImages):
+    """OpenAI's generations and edits: previews streamed as Server-Sent Events, and fields of features
+    Paella does not have (animated GIFs, SVG, planning effort)."""
+
+    stream: bool | None = Field(
+        default=None, description="answer Server-Sent Events: partial images, then each image completed"
+    )
+    partial_images: int | None = Field(
+        default=None, ge=0, le=3, description="with stream: previews per image, from steps spread evenly"
+    )
+    complexity: Literal["low", "medium", "high"] | None = ignored()
+    frame_count: int | None = Field(default=None, ge=2, le=16, description="accepted, ignored (still images)")
+    frame_duration_ms: int | None = Field(default=None, ge=0, description="accepted, ignored")
+    svg: dict[str, Any] | None = ignored()
+
+
+class GenerationRequest(Streamable):
     prompt: Prompt
     negative_prompt: str | None = Field(
         default=None, max_length=MAX_PROMPT_CHARS, description="what to steer away from"
     )
     size: Size | None = None
+    style: Literal["vivid", "natural"] | None = ignored()
+    moderation: Literal["low", "auto"] | None = ignored()
 
 
-class EditRequest(ManyImages):
+class EditRequest(Streamable):
     """Inpainting: transparent mask pixels (or the image's own transparent pixels) are repainted."""
 
-    image: ImageBytes
+    image: OneImage
     mask: ImageBytes | None = Field(
         default=None, description="PNG of the image's size; fully transparent pixels are repainted"
     )
     prompt: Prompt
+    size: Size | None = Field(
+        default=None,
+        description="the answer's WIDTHxHEIGHT: the image and mask are resized to it first; auto or null = "
+        "the image's own size",
+        examples=["256x256"],
+    )
+    input_fidelity: Literal["high", "low"] | None = ignored()
+    markup: Any = ignored()
 
 
 class OutpaintRequest(ManyImages):
@@ -147,7 +220,7 @@ class StructuralEditRequest(ManyImages):
     )
 
 
-class InterpolationRequest(SamplerKnobs):
+class InterpolationRequest(ImageOptions):
     """Frames between two prompts or two images; every frame shares one seed."""
 
     start_prompt: Prompt | None = None
@@ -200,13 +273,28 @@ class CompositionRequest(ManyImages):
 
 
 class ImageDatum(BaseModel):
-    b64_json: str = Field(description="the PNG, base64")
+    b64_json: str | None = Field(default=None, description="the image, base64 (response_format b64_json)")
+    url: str | None = Field(default=None, description="where to fetch the image (response_format url)")
     seed: int = Field(description="the seed that drew this image")
 
 
 class ImagesResponse(BaseModel):
     created: int = Field(description="Unix time of the answer")
     data: list[ImageDatum]
+    background: Literal["opaque"] = "opaque"
+    output_format: OutputFormat
+    size: str = Field(description="WIDTHxHEIGHT of the images")
+    quality: Literal["low", "medium", "high", "xhigh", "max"] | None = Field(
+        default=None, description="the quality the request named, if it names a level"
+    )
+    safety_identifier: str | None = None
+
+
+class SamplerDefaults(BaseModel):
+    steps: int
+    guidance_scale: float = Field(description="negative = guidance off")
+    temperature: float = Field(description="the first step's; the sampler may anneal it")
+    typical_mass: float = Field(description="0 = typical filtering off")
 
 
 class ModelCard(BaseModel):
@@ -218,6 +306,8 @@ class ModelCard(BaseModel):
     size_multiple: int = Field(
         description="widths and heights must be multiples of this, and at least twice it"
     )
+    max_side: int = Field(description="largest width or height, in pixels")
+    sampler: SamplerDefaults = Field(description="what the knobs left out become")
 
 
 class ModelList(BaseModel):

@@ -3,25 +3,58 @@
 `InProcessBroker` (`service.queue.inprocess`, for `paella serve`) and `RedisBroker`
 (`service.queue.redis_broker`, for `paella api` + `paella worker`) implement both. Queue depth, for
 admission and `paella_queue_depth`, counts the images of jobs admitted and not yet answered (queued,
-batched or being computed).
+batched or being computed). A job's answer is a stream of events: each image's previews (when the job asks
+for them) before the image itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from model.config import ModelConfig
 from service.errors import ServiceError
 from service.queue.jobs import Job, Slice
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Preview `number` (0-based, in step order) of image `index` of a job, encoded."""
+
+    index: int
+    number: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Result:
+    """Image `index` of a job, encoded."""
+
+    index: int
+    data: bytes
+
+
+Event = Preview | Result
 
 
 class Broker(Protocol):
     """The API's side of the queue."""
 
-    async def submit(self, job: Job) -> list[bytes]:
-        """Enqueue `job` and wait for its PNGs, in seed order.
+    async def enqueue(self, job: Job) -> AsyncIterator[Event]:
+        """Admit `job` to the queue of its model, or raise `QueueFull` (503) or another `ServiceError`.
 
-        Raises `QueueFull` (503, before enqueueing), `DeadlineExceeded` (504) or another `ServiceError`.
+        Returns the job's answer: its previews and images as the workers store them, until all `n` images
+        are in; iterating it raises `DeadlineExceeded` (504) or the `ServiceError` the job failed with.
         """
+        ...
+
+    async def submit(self, job: Job) -> list[bytes]:
+        """`enqueue` and wait for the images, in seed order (`collect`)."""
+        ...
+
+    async def models(self) -> list[ModelConfig]:
+        """The models that live workers serve, by name."""
         ...
 
     async def depth(self) -> int:
@@ -32,11 +65,16 @@ class Broker(Protocol):
         """Whether the queue is reachable."""
         ...
 
-    async def live_workers(self) -> int:
-        """Workers that have shown they are alive recently (for a process that runs none itself)."""
-        ...
-
     async def close(self) -> None: ...
+
+
+async def collect(broker: Broker, job: Job) -> list[bytes]:
+    """Enqueue `job` and wait for its images, in seed order; previews are passed over."""
+    images: dict[int, bytes] = {}
+    async for event in await broker.enqueue(job):
+        if isinstance(event, Result):
+            images[event.index] = event.data
+    return [images[i] for i in range(job.n)]
 
 
 class Delivery(NamedTuple):
@@ -54,6 +92,11 @@ class WorkQueue(Protocol):
         """How often the worker must call `heartbeat()` while it holds work; None: never."""
         ...
 
+    async def announce(self, model: ModelConfig) -> None:
+        """Tell the API side which model this worker serves, once it can take work; the model is listed
+        while the worker is alive (for Redis: while it heartbeats)."""
+        ...
+
     async def receive(self, max_jobs: int, timeout_s: float) -> list[Delivery]:
         """Up to `max_jobs` jobs, waiting at most `timeout_s` for the first."""
         ...
@@ -62,8 +105,12 @@ class WorkQueue(Protocol):
         """The slices somebody still waits for: what the worker computes (the rest are dropped)."""
         ...
 
+    async def preview(self, part: Slice, previews: list[list[bytes]]) -> None:
+        """Publish the previews of a slice's images (per image, in step order) before `complete`."""
+        ...
+
     async def complete(self, part: Slice, images: list[bytes]) -> None:
-        """Store a slice's PNGs; the job is acknowledged once all its images are stored."""
+        """Store a slice's images; the job is acknowledged once all its images are stored."""
         ...
 
     async def fail(self, job: Job, error: ServiceError) -> None:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from model.config import SamplerConfig
 from model.ops import OPERATIONS, Mask, Operation, Picture, Region
-from service.queue.jobs import Job
+from service.queue.jobs import Encoding, Job
 
 _OPERATIONS = {cls.__name__: cls for cls in OPERATIONS}
 
@@ -28,8 +28,11 @@ def encode_job(job: Job) -> bytes:
         "op": op,
         "seeds": job.seeds,
         "sampler": dataclasses.asdict(job.sampler),
+        "model": job.model,
         "deadline": job.deadline,
         "created": job.created,
+        "previews": job.previews,
+        "encoding": dataclasses.asdict(job.encoding),
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -40,7 +43,18 @@ def decode_job(data: bytes | str) -> Job:
     fields = dict(d["op"])
     op: Operation = _OPERATIONS[fields.pop("type")](**{k: _decode(v) for k, v in fields.items()})
     sampler = SamplerConfig.from_dict(d["sampler"])
-    return Job(d["id"], op, [int(s) for s in d["seeds"]], sampler, float(d["deadline"]), float(d["created"]))
+    seeds = [int(s) for s in d["seeds"]]
+    return Job(
+        d["id"],
+        op,
+        seeds,
+        sampler,
+        d["model"],
+        float(d["deadline"]),
+        float(d["created"]),
+        int(d["previews"]),
+        Encoding(**d["encoding"]),
+    )
 
 
 def picture_to_png(picture: Picture, compress_level: int = 1) -> bytes:

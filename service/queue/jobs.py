@@ -1,4 +1,5 @@
-"""Jobs between the HTTP side and the GPU side: a request's operation, seeds and sampler settings."""
+"""Jobs between the HTTP side and the GPU side: a request's model, operation, seeds, sampler settings,
+previews and encoding."""
 
 from __future__ import annotations
 
@@ -6,15 +7,33 @@ import time
 import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from model.config import SamplerConfig
 from model.ops import Draw, Operation, spatial
 
+ImageFormat = Literal["png", "jpeg", "webp", "gif"]
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a job's pictures become bytes: the format and, for JPEG and WebP, the quality (0-100)."""
+
+    format: ImageFormat = "png"
+    compression: int = 100
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.format}"
+
+
+PNG = Encoding()
+
 
 @dataclass
 class Job:
-    """One request's work: `len(seeds)` images of one operation, answered by `deadline`.
+    """One request's work: `len(seeds)` images of one operation by the workers of `model`, answered by
+    `deadline`, each image with `previews` pictures of its progress first, all encoded by `encoding`.
 
     Image i is `Draw(op, seeds[i], sampler, index=i)`. `deadline` and `created` are `time.time()` seconds.
     """
@@ -23,8 +42,11 @@ class Job:
     op: Operation
     seeds: list[int]
     sampler: SamplerConfig
+    model: str
     deadline: float
     created: float = field(default_factory=time.time)
+    previews: int = 0
+    encoding: Encoding = PNG
 
     @classmethod
     def new(
@@ -34,10 +56,15 @@ class Job:
         sampler: SamplerConfig,
         timeout_s: float,
         now: float | None = None,
+        *,
+        model: str,
+        previews: int = 0,
+        encoding: Encoding = PNG,
     ) -> Job:
         """A job with a fresh id, created `now` and due `timeout_s` later."""
         created = time.time() if now is None else now
-        return cls(uuid.uuid4().hex, op, list(seeds), sampler, created + timeout_s, created)
+        deadline = created + timeout_s
+        return cls(uuid.uuid4().hex, op, list(seeds), sampler, model, deadline, created, previews, encoding)
 
     @property
     def n(self) -> int:
@@ -72,6 +99,14 @@ class Slice:
         return [Draw(job.op, job.seeds[i], job.sampler, i) for i in range(self.start, self.stop)]
 
 
-Executor = Callable[[list[Slice]], list[list[Any]]]
-"""Runs one batch on the GPU: pictures (or their bytes) per slice, in seed order. Synchronous; may raise
-`ServiceError`."""
+@dataclass
+class Made:
+    """What a batch made of one slice: its pictures in seed order and, per picture, its previews in step
+    order (none unless the job asked for them). Pictures, or already their bytes."""
+
+    pictures: list[Any]
+    previews: list[list[Any]]
+
+
+Executor = Callable[[list[Slice]], list[Made]]
+"""Runs one batch on the GPU: what it made of each slice. Synchronous; may raise `ServiceError`."""

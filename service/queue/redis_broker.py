@@ -1,14 +1,19 @@
 """The Redis Streams broker: any number of API processes and GPU workers sharing one Redis.
 
-Keys, all under `prefix`:
-    {prefix}:jobs          stream of admitted jobs (field `job`, see `service.queue.codec`), group `group`
-    {prefix}:depth         images of entries not yet acknowledged (admission and `paella_queue_depth`)
-    {prefix}:result:{id}   list the worker RPUSHes one message per stored image (or one error) to,
-                           and the API BLPOPs from: `{"i": index, "png": base64}` or `{"error": {...}}`
+Keys, all under `prefix`; each model has its own queue, which only its workers read:
+    {prefix}:jobs:{model}  stream of admitted jobs (field `job`, see `service.queue.codec`), group `group`
+    {prefix}:depth:{model} images of that stream's entries not yet acknowledged (admission)
+    {prefix}:dead:{model}  dead-letter stream: entries delivered `max_deliveries` times without finishing
+    {prefix}:queues        set of the models that have a queue (their depths add up to `paella_queue_depth`)
+    {prefix}:result:{id}   list the worker RPUSHes one message per preview, per stored image (or one error)
+                           to, and the API BLPOPs from: `{"i": index, "preview": number, "data": base64}`,
+                           `{"i": index, "data": base64}` or `{"error": {...}}`
     {prefix}:done:{id}     hash of the image indices (and `error`) already pushed: makes storing idempotent
-    {prefix}:dead          dead-letter stream: entries delivered `max_deliveries` times without finishing
-    {prefix}:workers       sorted set of worker heartbeats (consumer -> time): `paella api` is ready while
-                           one is recent
+    {prefix}:models        sorted set of served models (name -> time of a worker's last heartbeat); models
+                           silent for `3 * heartbeat_interval_s` are dropped, and `paella api` is ready
+                           while one is listed
+    {prefix}:model:{name}  the model's `ModelConfig` as JSON, published by its workers with each heartbeat;
+                           expires with the listing
 
 An entry is acknowledged (XACK) and deleted (XDEL) by the same Lua script that stores its job's last
 image or its error, so depth (`{prefix}:depth`, kept in step by the scripts) counts exactly the
@@ -22,20 +27,24 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from model.config import ModelConfig
 from service import metrics
 from service.errors import DeadlineExceeded, QueueFull, ServiceError
-from service.queue.broker import Delivery
+from service.queue.broker import Delivery, Event, Preview, Result, collect
 from service.queue.codec import decode_job, encode_job
 from service.queue.jobs import Job, Slice
+from service.queue.redis_scripts import ADMIT, FAIL, STORE
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -44,83 +53,28 @@ if TYPE_CHECKING:
 # this loop, staying under redis-py's default 5 s socket timeout.
 MAX_BLOCK_S = 1.0
 
-# KEYS: stream, depth. ARGV: n, max depth, job JSON. Returns {entry id or false, depth}.
-_ADMIT = """
-if redis.call('XLEN', KEYS[1]) == 0 then redis.call('SET', KEYS[2], 0) end
-local depth = tonumber(redis.call('GET', KEYS[2]) or '0')
-local n = tonumber(ARGV[1])
-if depth + n > tonumber(ARGV[2]) then return {false, depth} end
-local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[3])
-return {id, redis.call('INCRBY', KEYS[2], n)}
-"""
-
-# Acknowledge and delete an entry, and take its images off the depth once.
-_ACK = """
-local function ack(stream, depth, group, id, n)
-  redis.call('XACK', stream, group, id)
-  if redis.call('XDEL', stream, id) == 1 then redis.call('DECRBY', depth, n) end
-end
-"""
-
-# KEYS: stream, depth, done, result. ARGV: group, entry id, n, ttl, then index, message pairs.
-# Returns how many images were pushed (those not pushed before).
-_STORE = (
-    _ACK
-    + """
-local pushed = 0
-if redis.call('HEXISTS', KEYS[3], 'error') == 0 then
-  for k = 5, #ARGV, 2 do
-    if redis.call('HSETNX', KEYS[3], ARGV[k], '1') == 1 then
-      redis.call('RPUSH', KEYS[4], ARGV[k + 1])
-      pushed = pushed + 1
-    end
-  end
-end
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-if pushed > 0 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
-if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[3]) then ack(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]) end
-return pushed
-"""
-)
-
-# KEYS: stream, depth, done, result, dead. ARGV: group, entry id, n, ttl, error message,
-# job JSON for the dead letters ('' for none). Returns 1 if the error was pushed, 0 if already answered.
-_FAIL = (
-    _ACK
-    + """
-if ARGV[6] ~= '' then redis.call('XADD', KEYS[5], '*', 'job', ARGV[6], 'entry', ARGV[2], 'error', ARGV[5]) end
-local answered = 0
-if redis.call('HLEN', KEYS[3]) < tonumber(ARGV[3]) and redis.call('HSETNX', KEYS[3], 'error', '1') == 1 then
-  redis.call('RPUSH', KEYS[4], ARGV[5])
-  redis.call('EXPIRE', KEYS[4], ARGV[4])
-  answered = 1
-end
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-ack(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
-return answered
-"""
-)
-
 
 class RedisBroker:
-    """Both sides of the queue on a Redis Stream with a consumer group.
+    """Both sides of the queue on Redis Streams with a consumer group, one stream per model.
 
-    The API side (`submit`) admits a job atomically against `max_queue_depth` images, XADDs it and
-    BLPOPs its result list until it holds all `n` images or the deadline passes (no polling). The
-    worker side reads with XREADGROUP, reclaims stale entries with XAUTOCLAIM, and dead-letters an
-    entry (answering its request 500 `worker_failed`) once it would be delivered more than
-    `max_deliveries` times.
+    The API side (`enqueue`) admits a job atomically against `max_queue_depth` images of its model's
+    queue, XADDs it and BLPOPs its result list for previews and images until all `n` images are in or the
+    deadline passes (no polling). The worker side reads its model's stream with XREADGROUP, reclaims
+    stale entries with XAUTOCLAIM, and dead-letters an entry (answering its request 500 `worker_failed`)
+    once it would be delivered more than `max_deliveries` times.
 
     Args:
         redis: a Redis URL (the broker then owns its connection pool and `close()` releases it) or
             a `redis.asyncio.Redis` built with `decode_responses=False` (left open by `close()`).
         prefix: prefix of every key (see the module docstring).
+        model: the worker side's model: the queue it takes jobs from (None on the API side).
         group: consumer group of the workers.
         consumer: this worker's name in the group; default `host-pid-random`.
-        max_queue_depth: images of unacknowledged entries above which `submit` raises `QueueFull`.
+        max_queue_depth: images of a model's unacknowledged entries above which `enqueue` raises
+            `QueueFull`.
         retry_after_s: the `Retry-After` that `QueueFull` carries.
         claim_idle_ms: pending entries idle this long are reclaimed from their (dead) worker.
-        max_deliveries: deliveries after which an unfinished entry goes to `{prefix}:dead`.
+        max_deliveries: deliveries after which an unfinished entry goes to `{prefix}:dead:{model}`.
         result_ttl_s: lifetime of result lists and of the idempotency record.
     """
 
@@ -129,6 +83,7 @@ class RedisBroker:
         redis: str | Redis,
         *,
         prefix: str = "paella",
+        model: str | None = None,
         group: str = "workers",
         consumer: str | None = None,
         max_queue_depth: int = 256,
@@ -140,7 +95,7 @@ class RedisBroker:
         self._owned = isinstance(redis, str)
         self.redis: Redis = Redis.from_url(redis) if isinstance(redis, str) else redis
         self.prefix = prefix
-        self.stream = f"{prefix}:jobs"
+        self.model = model
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_queue_depth = max_queue_depth
@@ -148,22 +103,26 @@ class RedisBroker:
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
         self.result_ttl_s = result_ttl_s
-        self._admit = self.redis.register_script(_ADMIT)
-        self._store = self.redis.register_script(_STORE)
-        self._fail = self.redis.register_script(_FAIL)
+        self._admit = self.redis.register_script(ADMIT)
+        self._store = self.redis.register_script(STORE)
+        self._fail = self.redis.register_script(FAIL)
         self._held: dict[str, str] = {}  # job id -> entry id, for jobs this worker received
+        self._served: str | None = None  # the announced model's config, as JSON
         self._group_ready = False
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, consumer: str | None = None) -> RedisBroker:
+    def from_settings(
+        cls, settings: Settings, *, model: str | None = None, consumer: str | None = None
+    ) -> RedisBroker:
         """A broker on `settings.redis_url` with the settings' queue knobs."""
         if settings.redis_url is None:
             raise ValueError("redis_url is not set")
         return cls(
             settings.redis_url,
             prefix=settings.redis_stream_prefix,
+            model=model,
             consumer=consumer,
             max_queue_depth=settings.max_queue_depth,
             retry_after_s=settings.retry_after_s,
@@ -172,17 +131,25 @@ class RedisBroker:
             result_ttl_s=settings.result_ttl_s,
         )
 
-    @property
-    def depth_key(self) -> str:
-        return f"{self.prefix}:depth"
+    def stream_key(self, model: str) -> str:
+        return f"{self.prefix}:jobs:{model}"
+
+    def depth_key(self, model: str) -> str:
+        return f"{self.prefix}:depth:{model}"
+
+    def dead_key(self, model: str) -> str:
+        return f"{self.prefix}:dead:{model}"
 
     @property
-    def dead_key(self) -> str:
-        return f"{self.prefix}:dead"
+    def queues_key(self) -> str:
+        return f"{self.prefix}:queues"
 
     @property
-    def workers_key(self) -> str:
-        return f"{self.prefix}:workers"
+    def models_key(self) -> str:
+        return f"{self.prefix}:models"
+
+    def model_key(self, name: str) -> str:
+        return f"{self.prefix}:model:{name}"
 
     def result_key(self, job_id: str) -> str:
         return f"{self.prefix}:result:{job_id}"
@@ -190,26 +157,37 @@ class RedisBroker:
     def done_key(self, job_id: str) -> str:
         return f"{self.prefix}:done:{job_id}"
 
+    @property
+    def stream(self) -> str:
+        """The worker side's stream."""
+        if self.model is None:
+            raise ValueError("the worker side needs the model it serves")
+        return self.stream_key(self.model)
+
+    @property
+    def liveness_s(self) -> float:
+        """How long a model stays listed after its workers' last heartbeat."""
+        return 3 * self.heartbeat_interval_s
+
     # The API's side.
 
-    async def submit(self, job: Job) -> list[bytes]:
-        await self.enqueue(job)
-        return await self.wait(job)
-
-    async def enqueue(self, job: Job) -> None:
+    async def enqueue(self, job: Job) -> AsyncIterator[Event]:
         """Admit and XADD `job`, atomically against `max_queue_depth`; `QueueFull` if it does not fit."""
-        entry, depth = await self._admit(
-            keys=[self.stream, self.depth_key], args=[job.n, self.max_queue_depth, encode_job(job)]
+        keys = [self.stream_key(job.model), self.depth_key(job.model), self.queues_key]
+        entry, _depth = await self._admit(
+            keys=keys, args=[job.n, self.max_queue_depth, encode_job(job), job.model]
         )
-        metrics.QUEUE_DEPTH.set(int(depth))
         if not entry:
             raise QueueFull(self.retry_after_s)
+        return self._answer(job)
 
-    async def wait(self, job: Job) -> list[bytes]:
+    async def submit(self, job: Job) -> list[bytes]:
+        return await collect(self, job)
+
+    async def _answer(self, job: Job) -> AsyncIterator[Event]:
         """BLPOP the job's results until all `n` images are in, an error comes, or the deadline passes."""
-        images: list[bytes | None] = [None] * job.n
-        missing = job.n
-        while missing:
+        done: set[int] = set()
+        while len(done) < job.n:
             remaining = job.deadline - time.time()
             if remaining <= 0:
                 raise DeadlineExceeded()
@@ -221,23 +199,35 @@ class RedisBroker:
             message = json.loads(popped[1])
             if "error" in message:
                 raise ServiceError.from_dict(message["error"])
-            if images[message["i"]] is None:
-                missing -= 1
-            images[message["i"]] = base64.b64decode(message["png"])
-        return [png for png in images if png is not None]
+            index, data = message["i"], base64.b64decode(message["data"])
+            if index in done:
+                continue
+            if "preview" in message:
+                yield Preview(index, message["preview"], data)
+            else:
+                done.add(index)
+                yield Result(index, data)
+
+    async def models(self) -> list[ModelConfig]:
+        """The models whose workers heartbeated within `liveness_s`, by name."""
+        names: Any = await self.redis.zrangebyscore(self.models_key, time.time() - self.liveness_s, "+inf")
+        if not names:
+            return []
+        configs = await self.redis.mget([self.model_key(n.decode()) for n in names])
+        found = [ModelConfig.from_dict(json.loads(c)) for c in configs if c is not None]
+        return sorted(found, key=lambda m: m.name)
 
     async def depth(self) -> int:
-        depth = int(await self.redis.get(self.depth_key) or 0)
+        """Images admitted and not yet answered, over every model's queue."""
+        members: Any = await self.redis.smembers(self.queues_key)
+        models = sorted(m.decode() for m in members)
+        depths = await self.redis.mget([self.depth_key(m) for m in models]) if models else []
+        depth = sum(int(d or 0) for d in depths)
         metrics.QUEUE_DEPTH.set(depth)
         return depth
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
-
-    async def live_workers(self) -> int:
-        """Workers that heartbeated within three heartbeat intervals (a worker beats while it runs)."""
-        since = time.time() - 3 * self.heartbeat_interval_s
-        return int(await self.redis.zcount(self.workers_key, since, "+inf"))
 
     async def close(self) -> None:
         if self._owned:
@@ -248,6 +238,13 @@ class RedisBroker:
     @property
     def heartbeat_interval_s(self) -> float:
         return self.claim_idle_ms / 3000.0
+
+    async def announce(self, model: ModelConfig) -> None:
+        """Publish the model this worker serves; `heartbeat` keeps it listed."""
+        if model.name != self.model:
+            raise ValueError(f"this worker takes jobs for {self.model!r}, not {model.name!r}")
+        self._served = json.dumps(model.to_dict(), separators=(",", ":"))
+        await self.heartbeat()
 
     async def receive(self, max_jobs: int, timeout_s: float) -> list[Delivery]:
         await self._ensure_group()
@@ -306,11 +303,24 @@ class RedisBroker:
             deliveries.append(Delivery(job, len(done)))
         return deliveries
 
+    async def preview(self, part: Slice, previews: list[list[bytes]]) -> None:
+        messages = [
+            json.dumps({"i": i, "preview": number, "data": base64.b64encode(data).decode()})
+            for i, pictures in zip(range(part.start, part.stop), previews, strict=True)
+            for number, data in enumerate(pictures)
+        ]
+        if messages:
+            key = self.result_key(part.job.id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, *messages)
+                pipe.expire(key, self.result_ttl_s)
+                await pipe.execute()
+
     async def complete(self, part: Slice, images: list[bytes]) -> None:
         entry_id = self._held[part.job.id]
         args: list[Any] = [self.group, entry_id, part.job.n, self.result_ttl_s]
-        for i, png in zip(range(part.start, part.stop), images, strict=True):
-            args += [i, json.dumps({"i": i, "png": base64.b64encode(png).decode()})]
+        for i, data in zip(range(part.start, part.stop), images, strict=True):
+            args += [i, json.dumps({"i": i, "data": base64.b64encode(data).decode()})]
         await self._store(keys=self._job_keys(part.job)[:4], args=args)
         if part.stop == part.job.n:
             del self._held[part.job.id]
@@ -351,8 +361,16 @@ class RedisBroker:
         return None  # admission on Redis counts images against max_queue_depth
 
     async def heartbeat(self) -> None:
-        """Record this worker as alive and reset the idle time of the entries it holds."""
-        await self.redis.zadd(self.workers_key, {self.consumer: time.time()})
+        """Keep the announced model listed (dropping models silent too long) and reset the idle time of
+        the entries this worker holds."""
+        if self._served is not None and self.model is not None:
+            now, ttl_ms = time.time(), math.ceil(self.liveness_s * 1000)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self.model_key(self.model), self._served, px=ttl_ms)
+                pipe.zadd(self.models_key, {self.model: now})
+                pipe.zremrangebyscore(self.models_key, "-inf", now - self.liveness_s)
+                pipe.pexpire(self.models_key, ttl_ms)
+                await pipe.execute()
         if self._held:
             await self.redis.xclaim(
                 self.stream, self.group, self.consumer, 0, [*self._held.values()], justid=True
@@ -369,4 +387,11 @@ class RedisBroker:
         self._group_ready = True
 
     def _job_keys(self, job: Job) -> list[str]:
-        return [self.stream, self.depth_key, self.done_key(job.id), self.result_key(job.id), self.dead_key]
+        model = job.model
+        return [
+            self.stream_key(model),
+            self.depth_key(model),
+            self.done_key(job.id),
+            self.result_key(job.id),
+            self.dead_key(model),
+        ]

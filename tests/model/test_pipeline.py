@@ -249,3 +249,18 @@ def test_batches_padded_to_a_graph_bucket_give_the_same_tokens(tiny_model_dir):
         assert torch.equal(a, b)
     assert pipe._sample is not None and len(pipe._sample) == 2  # buckets 4 and 2; five rows: unpadded
     assert pipe.batch_sizes(6) == [2, 4, 6]
+
+
+def test_render_decodes_chosen_steps_of_the_same_pass(pipe):
+    """Previews come from the sampling pass that makes the pictures: the pictures are `images`' own, and a
+    draw's previews are its own whatever the batch asks of the others."""
+    batch = draws([Generate("a red circle", 32, 32), Generate("a blue square", 32, 32)], [1, 2], pipe=pipe)
+    steps = pipe.config.sampler.steps
+    pictures, previews = pipe.render(batch, [(0, steps - 2), ()])
+    plain = pipe.images(batch)
+    assert [p.tobytes() for p in pictures] == [p.tobytes() for p in plain]
+    assert [len(p) for p in previews] == [2, 0]
+    assert all(p.size == (32, 32) for p in previews[0])
+    alone, (own,) = pipe.render(batch[:1], [(steps - 2,)])
+    assert own[0].tobytes() == previews[0][1].tobytes()
+    assert alone[0].tobytes() == pictures[0].tobytes()

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from model.sampler import (
     draw_codes,
     guide,
     noise_tokens,
+    preview_steps,
     random_bits,
     random_codes,
     sample,
@@ -22,16 +24,18 @@ C = 6  # condition width
 
 
 class FakeDenoiser:
-    """A batch-invariant stand-in: per-sample logits from a token table, the condition and r; counts calls."""
+    """A batch-invariant stand-in: per-sample logits from a token table, the condition and r; logs calls."""
 
     def __init__(self) -> None:
         g = torch.Generator().manual_seed(0)
         self.table = torch.randn(V, V, generator=g) * 2
         self.proj = torch.randn(C, V, generator=g)
         self.calls: list[int] = []
+        self.inputs: list[torch.Tensor] = []
 
     def __call__(self, tokens: torch.Tensor, cond: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         self.calls.append(tokens.shape[0])
+        self.inputs.append(tokens)
         spatial = cond.dim() == 4
         c = cond.permute(0, 2, 3, 1) @ self.proj if spatial else (cond @ self.proj)[:, None, None, :]
         logits = self.table[tokens] + c + r[:, None, None, None] * 3
@@ -220,14 +224,14 @@ def test_a_seed_gives_the_same_tokens_alone_or_anywhere_in_a_batch(config):
     g = torch.Generator().manual_seed(5)
     conds = torch.randn(4, C, generator=g)
     seeds = torch.tensor([11, 7, 123456789012, -3])
-    batch = sample(model, rows(conds, seeds, (6, 8), config), num_labels=V)
+    batch = sample(model, rows(conds, seeds, (6, 8), config), num_labels=V).tokens
     assert model.calls == [8 if config.guidance_scale >= 0 else 4] * config.steps
     for i in range(4):
-        alone = sample(model, rows(conds[i : i + 1], seeds[i : i + 1], (6, 8), config), num_labels=V)
+        alone = sample(model, rows(conds[i : i + 1], seeds[i : i + 1], (6, 8), config), num_labels=V).tokens
         assert torch.equal(alone[0], batch[i])
-    reordered = sample(model, rows(conds.flip(0), seeds.flip(0), (6, 8), config), num_labels=V)
+    reordered = sample(model, rows(conds.flip(0), seeds.flip(0), (6, 8), config), num_labels=V).tokens
     assert torch.equal(reordered.flip(0), batch)
-    other_seeds = sample(model, rows(conds, seeds + 1, (6, 8), config), num_labels=V)
+    other_seeds = sample(model, rows(conds, seeds + 1, (6, 8), config), num_labels=V).tokens
     assert (other_seeds != batch).float().mean() > 0.2
 
 
@@ -237,10 +241,10 @@ def test_spatial_conditions_and_negative_embeddings_are_batched_too():
     cond, neg = torch.randn(3, C, 4, 4, generator=g), torch.randn(3, C, 4, 4, generator=g)
     config = SamplerConfig(steps=3, guidance_scale=2.0)
     seeds = torch.tensor([1, 2, 3])
-    batch = sample(model, rows(cond, seeds, (4, 4), config, uncond=neg), num_labels=V)
-    alone = sample(model, rows(cond[2:], seeds[2:], (4, 4), config, uncond=neg[2:]), num_labels=V)
+    batch = sample(model, rows(cond, seeds, (4, 4), config, uncond=neg), num_labels=V).tokens
+    alone = sample(model, rows(cond[2:], seeds[2:], (4, 4), config, uncond=neg[2:]), num_labels=V).tokens
     assert torch.equal(alone[0], batch[2])
-    zero = sample(model, rows(cond, seeds, (4, 4), config), num_labels=V)
+    zero = sample(model, rows(cond, seeds, (4, 4), config), num_labels=V).tokens
     assert not torch.equal(zero, batch)
 
 
@@ -256,7 +260,7 @@ def test_a_mask_keeps_the_unmasked_tokens_exactly():
         cond = torch.randn(2, C, generator=g)
         out = sample(
             model, rows(cond, torch.tensor([5, 6]), (8, 8), config, init=init, mask=mask), num_labels=V
-        )
+        ).tokens
         assert torch.equal(out[~mask], init[~mask])
         assert (out[mask] != init[mask]).float().mean() > 0.5
 
@@ -266,7 +270,7 @@ def test_starting_at_the_last_step_returns_the_initial_tokens():
     config = SamplerConfig(steps=6, start_step=6)
     out = sample(
         FakeDenoiser(), rows(torch.randn(2, C), torch.tensor([1, 2]), (4, 4), config, init=init), num_labels=V
-    )
+    ).tokens
     assert torch.equal(out, init)
 
 
@@ -298,3 +302,34 @@ def test_noise_tokens_replaces_with_probability_cos_r_pi_over_2():
             tokens[i : i + 1], torch.tensor(0.5), seeds=seeds[i : i + 1], step=step, num_labels=V
         )
         assert torch.equal(steps[i], one[0])
+
+
+def test_snapshots_are_the_steps_predictions_of_the_same_run():
+    """Snapshots cost no forward pass and leave the tokens alone; without re-noising, a step's prediction
+    is exactly what the next step feeds the denoiser."""
+    model = FakeDenoiser()
+    g = torch.Generator().manual_seed(9)
+    cond, seeds = torch.randn(3, C, generator=g), torch.tensor([4, 5, 6])
+    config = SamplerConfig(steps=5, renoise_steps=0, guidance_scale=2.0)
+    plain = sample(model, rows(cond, seeds, (4, 4), config), num_labels=V)
+    assert plain.snapshots.shape == (3, 0, 4, 4)
+    model.calls.clear()
+    model.inputs.clear()
+    previewed = sample(
+        model, dataclasses.replace(rows(cond, seeds, (4, 4), config), snapshots=(1, 3)), num_labels=V
+    )
+    assert model.calls == [6] * 5
+    assert torch.equal(previewed.tokens, plain.tokens)
+    assert previewed.snapshots.shape == (3, 2, 4, 4)
+    for k, step in enumerate((1, 3)):
+        assert torch.equal(previewed.snapshots[:, k], model.inputs[step + 1][:3])  # cond half of the 2B
+    assert not torch.equal(previewed.snapshots[:, 0], previewed.snapshots[:, 1])
+
+
+def test_preview_steps_spread_evenly_before_the_last_step():
+    assert preview_steps(8, 0) == ()
+    assert preview_steps(8, 1) == (3,)
+    assert preview_steps(8, 2) == (2, 4)
+    assert preview_steps(8, 3) == (1, 3, 5)
+    assert preview_steps(2, 3) == (0,)  # a short run holds fewer
+    assert preview_steps(1, 2) == ()

@@ -8,7 +8,9 @@ from model.config import SamplerConfig
 from model.ops import Generate
 from service.queue.admission import Admission
 from service.queue.inprocess import InProcessBroker
-from service.queue.jobs import Job, Slice
+from service.queue.jobs import Job, Made, Slice
+
+FAKE_MODEL = "fake"
 
 
 def fake_job(
@@ -18,12 +20,13 @@ def fake_job(
     timeout_s: float = 30.0,
     id: str | None = None,
     created: float | None = None,
+    previews: int = 0,
 ) -> Job:
     """A generation job whose prompt is `key`; jobs of different keys never share a batch (their step
     counts differ)."""
     op = Generate(key, 32, 32)
     sampler = SamplerConfig(steps=1 + zlib.crc32(key.encode()) % 9973)
-    job = Job.new(op, seeds, sampler, timeout_s, now=created)
+    job = Job.new(op, seeds, sampler, timeout_s, now=created, model=FAKE_MODEL, previews=previews)
     if id is not None:
         job.id = id
     return job
@@ -34,8 +37,19 @@ def fake_png(job: Job, seed: int) -> bytes:
     return f"{job.op.prompt}/{seed}".encode()
 
 
-def fake_execute(slices: list[Slice]) -> list[list[bytes]]:
-    return [[fake_png(s.job, seed) for seed in s.seeds] for s in slices]
+def fake_preview(job: Job, seed: int, number: int) -> bytes:
+    return fake_png(job, seed) + f"/preview{number}".encode()
+
+
+def fake_execute(slices: list[Slice]) -> list[Made]:
+    """Each image's bytes and, as many as its job asks for, its previews' bytes."""
+    return [
+        Made(
+            [fake_png(s.job, seed) for seed in s.seeds],
+            [[fake_preview(s.job, seed, k) for k in range(s.job.previews)] for seed in s.seeds],
+        )
+        for s in slices
+    ]
 
 
 def inprocess(max_queue_cost: float = 1e9, max_queue_wait_s: float = 1e9) -> InProcessBroker:

@@ -85,13 +85,17 @@ def metric(text: str, name: str, labels: str = "") -> float:
 
 
 def assert_error_shape(answer: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """The one error shape: {"error": {"code", "message", "field"}} and nothing else."""
+    """OpenAI's error shape, {"error": {"message", "type", "param", "code"}} and nothing else, with a request
+    id, and `x-should-retry: false` unless a retry may help (408, 429, 503)."""
     assert answer.status_code == status, answer.text
     body = answer.json()
     assert set(body) == {"error"}
     error = body["error"]
-    assert set(error) == {"code", "message", "field"}
+    assert set(error) == {"message", "type", "param", "code"}
     assert isinstance(error["code"], str) and isinstance(error["message"], str) and error["message"]
+    assert error["type"] == ("invalid_request_error" if status < 500 else "server_error")
+    assert answer.headers["x-request-id"]
+    assert answer.headers.get("x-should-retry") == (None if status in (408, 429, 503) else "false")
     if code is not None:
         assert error["code"] == code, error
     return dict(error)

@@ -15,23 +15,23 @@ import time
 import redis
 
 from service.gpu.worker import Worker
-from service.queue.jobs import Slice
+from service.queue.jobs import Made, Slice
 from service.queue.redis_broker import RedisBroker
-from tests.service.fakes import fake_png
+from tests.service.fakes import FAKE_MODEL, fake_execute
 
 
 async def main(url: str, prefix: str, consumer: str, delay_s: float, claim_idle_ms: int) -> None:
     log = redis.Redis.from_url(url)
 
-    def execute(slices: list[Slice]) -> list[list[bytes]]:
+    def execute(slices: list[Slice]) -> list[Made]:
         log.rpush(f"{prefix}:test:started", consumer)
         time.sleep(delay_s)
         for s in slices:
             for i in range(s.start, s.stop):
                 log.rpush(f"{prefix}:test:computed", f"{consumer} {s.job.id} {i}")
-        return [[fake_png(s.job, seed) for seed in s.seeds] for s in slices]
+        return fake_execute(slices)
 
-    broker = RedisBroker(url, prefix=prefix, consumer=consumer, claim_idle_ms=claim_idle_ms)
+    broker = RedisBroker(url, prefix=prefix, model=FAKE_MODEL, consumer=consumer, claim_idle_ms=claim_idle_ms)
     worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=20, poll_s=0.05)
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stop)
     task = asyncio.create_task(worker.run())

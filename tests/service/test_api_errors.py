@@ -6,16 +6,18 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from model.config import ModelConfig
 from model.pipeline import Pipeline
 from service.app import create_app
 from service.queue.admission import Admission
+from service.queue.broker import Event
 from service.queue.inprocess import InProcessBroker
 from service.queue.jobs import Job
 from service.settings import Settings
@@ -30,9 +32,9 @@ class CountingBroker(InProcessBroker):
 
     submitted = 0
 
-    async def submit(self, job: Job) -> list[bytes]:
+    async def enqueue(self, job: Job) -> AsyncIterator[Event]:
         self.submitted += 1
-        return await super().submit(job)
+        return await super().enqueue(job)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,26 @@ def _bad_requests(m: int) -> list[tuple[str, str, dict[str, Any], int, str, str 
     truncated = png_bytes(m, m)[:60]
     gen, edit = "/v1/images/generations", "/v1/images/edits"
     return [
-        ("unknown field", gen, {**ok, "quality": "hd"}, 400, "unknown_field", "quality"),
+        ("unknown field", gen, {**ok, "qualty": "hd"}, 400, "unknown_field", "qualty"),
+        ("unknown model", gen, {**ok, "model": "dall-e-3"}, 404, "model_not_found", "model"),
+        ("unknown quality", gen, {**ok, "quality": "best"}, 400, "invalid_value", "quality"),
+        ("svg", gen, {**ok, "output_format": "svg"}, 400, "invalid_value", "output_format"),
+        (
+            "compression above 100",
+            gen,
+            {**ok, "output_compression": 101},
+            400,
+            "invalid_value",
+            "output_compression",
+        ),
+        (
+            "four partial images",
+            gen,
+            {**ok, "stream": True, "partial_images": 4},
+            400,
+            "invalid_value",
+            "partial_images",
+        ),
         ("missing prompt", gen, {"n": 1}, 400, "missing_field", "prompt"),
         ("n too large", gen, {**ok, "n": 9}, 400, "invalid_value", "n"),
         ("n zero", gen, {**ok, "n": 0}, 400, "invalid_value", "n"),
@@ -100,10 +121,19 @@ def _bad_requests(m: int) -> list[tuple[str, str, dict[str, Any], int, str, str 
         (
             "unknown response format",
             gen,
-            {**ok, "response_format": "url"},
+            {**ok, "response_format": "png"},
             400,
             "invalid_value",
             "response_format",
+        ),
+        ("two images to edit", edit, {**ok, "image": [image, image]}, 400, "invalid_value", "image"),
+        (
+            "edit to a size off the grid",
+            edit,
+            {**ok, "image": image, "size": f"{m + 1}x{m}"},
+            400,
+            "invalid_size",
+            "size",
         ),
         ("malformed base64", edit, {**ok, "image": "%%%not base64"}, 400, "invalid_value", "image"),
         ("non-image bytes", edit, {**ok, "image": b64(b"hello, world" * 10)}, 400, "invalid_image", "image"),
@@ -205,7 +235,7 @@ def test_bad_input_gets_the_error_shape_and_never_reaches_the_queue(
     before = broker.submitted
     for name, path, body, status, code, field in _bad_requests(m):
         error = assert_error_shape(client.post(path, json=body), status, code)
-        assert error["field"] == field, name
+        assert error["param"] == field, name
     assert broker.submitted == before
 
 
@@ -221,11 +251,11 @@ def test_bad_multipart_uploads(client: httpx.Client, broker: CountingBroker, m: 
         "mask": ("m.png", png_bytes(m, 2 * m, "RGBA"), "image/png"),
     }
     answer = client.post("/v1/images/edits", data={"prompt": "a"}, files=bad_mask)
-    assert assert_error_shape(answer, 400, "mask_size_mismatch")["field"] == "mask"
+    assert assert_error_shape(answer, 400, "mask_size_mismatch")["param"] == "mask"
     answer = client.post(
         "/v1/images/variations", data={"n": "12"}, files={"image": ("x.png", image, "image/png")}
     )
-    assert assert_error_shape(answer, 400, "invalid_value")["field"] == "n"
+    assert assert_error_shape(answer, 400, "invalid_value")["param"] == "n"
     assert broker.submitted == before
 
 
@@ -273,10 +303,10 @@ class HeldPipeline:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.pipeline, name)
 
-    def images(self, draws: Any) -> Any:
+    def render(self, draws: Any, previews: Any) -> Any:
         self.started.set()
         self.release.wait(timeout=30)
-        return self.pipeline.images(draws)
+        return self.pipeline.render(draws, previews)
 
 
 def test_a_full_queue_gets_503_with_retry_after_and_a_request_larger_than_it_413(
@@ -306,13 +336,13 @@ def test_a_client_that_leaves_is_counted_and_its_job_never_computed(
 ) -> None:
     held = HeldPipeline(pipeline)
     seen: list[str] = []
-    images = held.images
+    render = held.render
 
-    def recording(draws: Any) -> Any:
+    def recording(draws: Any, previews: Any) -> Any:
         seen.extend(d.op.prompt for d in draws)
-        return images(draws)
+        return render(draws, previews)
 
-    held.images = recording  # type: ignore[method-assign]
+    held.render = recording  # type: ignore[method-assign]
     settings = _settings(tiny_model_dir)
     body = {"size": "32x32", "steps": 1}
     with LiveServer(create_app(settings, pipeline=held)) as live, live.client() as client:  # type: ignore[arg-type]
@@ -336,3 +366,24 @@ def test_a_client_that_leaves_is_counted_and_its_job_never_computed(
         )
         assert metric(client.get("/metrics").text, "paella_cancelled_total") == before + 1
         assert "a blue square" not in seen and "a green triangle" in seen
+
+
+class BrokenBroker(InProcessBroker):
+    """A queue whose model listing fails unexpectedly."""
+
+    async def models(self) -> list[ModelConfig]:
+        raise RuntimeError("the listing broke")
+
+
+def test_every_answer_has_a_request_id_and_unexpected_errors_are_500s_in_the_shape(
+    tiny_model_dir: Any, pipeline: Pipeline
+) -> None:
+    broken = BrokenBroker(Admission(max_queue_cost=4, max_queue_wait_s=60))
+    app = create_app(_settings(tiny_model_dir), pipeline=pipeline, broker=broken)
+    with LiveServer(app, ready=False) as live, live.client() as client:
+        answer = client.get("/v1/models", headers={"x-request-id": "client-id-7"})
+        assert_error_shape(answer, 500, "internal_error")
+        assert answer.headers["x-request-id"] == "client-id-7"
+        fresh = client.get("/healthz", headers={"x-request-id": "not an id"})
+        assert fresh.status_code == 200 and fresh.headers["x-request-id"].startswith("req_")
+        assert fresh.headers["x-request-id"] != client.get("/healthz").headers["x-request-id"]

@@ -15,7 +15,7 @@ import redis
 from model.pipeline import Pipeline
 from service.app import create_app, make_broker, make_worker
 from service.settings import Settings
-from tests.service.live import LiveServer, b64, decoded_pngs, metric, png_bytes
+from tests.service.live import LiveServer, assert_error_shape, b64, decoded_pngs, metric, png_bytes
 
 pytestmark = pytest.mark.redis
 
@@ -32,7 +32,7 @@ class WorkerThread:
         self.thread = threading.Thread(target=asyncio.run, args=(self._run(),), daemon=True)
 
     async def _run(self) -> None:
-        broker = make_broker(self.settings)
+        broker = make_broker(self.settings, self.pipeline.config.name)
         worker = make_worker(self.settings, broker, self.pipeline)
         self.loop, self.worker = asyncio.get_running_loop(), worker
         self.started.set()
@@ -68,7 +68,8 @@ def settings(tiny_model_dir: Path) -> Iterator[Settings]:
 
 def test_api_and_worker_apart_on_redis(settings: Settings, tiny_model_dir: Path) -> None:
     pipeline = Pipeline.from_folder(tiny_model_dir)
-    api = create_app(settings, run_worker=False)  # reads only config.json: no model in the API process
+    no_weights = settings.model_copy(update={"weights": Path("/nowhere")})
+    api = create_app(no_weights, run_worker=False)  # no weights: it learns the model from the worker
     with WorkerThread(settings, pipeline), LiveServer(api) as live, live.client() as client:
         m = 2 * client.get("/v1/models").json()["data"][0]["size_multiple"]
         body = {"prompt": "a red circle", "n": 2, "size": f"{2 * m}x{m}", "steps": 2, "seed": 5}
@@ -94,19 +95,21 @@ def test_api_and_worker_apart_on_redis(settings: Settings, tiny_model_dir: Path)
         assert len(decoded_pngs(frames)) == 3
 
 
-def test_api_without_a_worker_is_not_ready_and_answers_504_past_the_deadline(settings: Settings) -> None:
-    quick = settings.model_copy(update={"request_timeout_s": 0.3})
-    with LiveServer(create_app(quick, run_worker=False), ready=False) as live, live.client() as client:
+def test_api_without_a_worker_is_not_ready_and_serves_no_model(settings: Settings) -> None:
+    with LiveServer(create_app(settings, run_worker=False), ready=False) as live, live.client() as client:
         not_ready = client.get("/readyz")
         assert not_ready.status_code == 503
         assert not_ready.json()["error"] == {
-            "code": "not_ready",
             "message": "no worker is alive",
-            "field": None,
+            "type": "server_error",
+            "param": None,
+            "code": "not_ready",
         }
+        assert client.get("/v1/models").json() == {"object": "list", "data": []}
         answer = client.post("/v1/images/generations", json={"prompt": "a red circle"})
-        assert answer.status_code == 504
-        assert answer.json()["error"]["code"] == "deadline_exceeded"
+        assert_error_shape(answer, 503, "not_ready")
+        named = client.post("/v1/images/generations", json={"prompt": "a red circle", "model": "tiny"})
+        assert assert_error_shape(named, 404, "model_not_found")["param"] == "model"
 
 
 def test_api_is_not_ready_while_redis_is_unreachable(settings: Settings) -> None:
@@ -122,8 +125,12 @@ def test_metrics_read_the_shared_queue_depth_at_scrape_time(settings: Settings) 
     api = create_app(settings, run_worker=False)
     client = redis.Redis.from_url(REDIS_URL)
     with LiveServer(api, ready=False) as live, live.client() as http:
-        client.set(f"{settings.redis_stream_prefix}:depth", 3)  # as another API process would leave it
-        assert metric(http.get("/metrics").text, "paella_queue_depth") == 3
-        client.set(f"{settings.redis_stream_prefix}:depth", 0)  # ... and the workers drain it
+        prefix = settings.redis_stream_prefix
+        client.sadd(f"{prefix}:queues", "a", "b")
+        client.set(f"{prefix}:depth:a", 3)  # as other API processes would leave the queues of two models
+        client.set(f"{prefix}:depth:b", 2)
+        assert metric(http.get("/metrics").text, "paella_queue_depth") == 5
+        client.set(f"{prefix}:depth:a", 0)  # ... and the workers drain them
+        client.set(f"{prefix}:depth:b", 0)
         assert metric(http.get("/metrics").text, "paella_queue_depth") == 0
     client.close()

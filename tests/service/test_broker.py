@@ -8,8 +8,10 @@ import pytest
 
 from service.errors import DeadlineExceeded, QueueFull, ServiceError
 from service.queue.admission import Admission, cost
+from service.queue.broker import Preview, Result
 from service.queue.inprocess import InProcessBroker
 from service.queue.jobs import Job, Slice
+from tests.conftest import tiny_model_config
 from tests.service.fakes import fake_job, inprocess
 
 
@@ -96,6 +98,28 @@ def test_admission_follows_the_measured_rate_and_says_when_to_come_back() -> Non
     asyncio.run(scenario())
 
 
+def test_previews_come_before_their_image_and_plain_submits_skip_them() -> None:
+    async def scenario() -> None:
+        broker = inprocess()
+        j = job(2)
+        answer = await broker.enqueue(j)
+        await broker.receive(max_jobs=1, timeout_s=1)
+        await broker.preview(Slice(j, 0, 2), [[b"a0", b"a1"], [b"b0", b"b1"]])
+        await broker.complete(Slice(j, 0, 2), [b"a", b"b"])
+        events = [event async for event in answer]
+        assert events == [
+            Preview(0, 0, b"a0"),
+            Preview(0, 1, b"a1"),
+            Preview(1, 0, b"b0"),
+            Preview(1, 1, b"b1"),
+            Result(0, b"a"),
+            Result(1, b"b"),
+        ]
+        assert await broker.depth() == 0
+
+    asyncio.run(scenario())
+
+
 def test_a_withdrawn_job_is_never_handed_to_the_worker() -> None:
     async def scenario() -> None:
         broker = inprocess()
@@ -108,5 +132,15 @@ def test_a_withdrawn_job_is_never_handed_to_the_worker() -> None:
         with pytest.raises(asyncio.CancelledError):
             await waiting
         assert await broker.wanted(batch) == [] and await broker.depth() == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_models_are_those_its_worker_announced() -> None:
+    async def scenario() -> None:
+        broker = inprocess()
+        assert await broker.models() == []
+        await broker.announce(tiny_model_config())
+        assert [m.name for m in await broker.models()] == ["tiny"]
 
     asyncio.run(scenario())

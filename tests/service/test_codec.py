@@ -23,7 +23,7 @@ from model.ops import (
     Variation,
 )
 from service.queue.codec import decode_job, encode_job
-from service.queue.jobs import Job
+from service.queue.jobs import Encoding, Job
 
 rng = np.random.default_rng(0)
 PICTURE = Picture.from_array(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
@@ -48,7 +48,10 @@ def test_the_examples_cover_every_operation() -> None:
 @pytest.mark.parametrize("op", EXAMPLES, ids=lambda op: type(op).__name__)
 def test_an_operation_round_trips_exactly(op: Operation) -> None:
     sampler = SamplerConfig(steps=5, temp_range=(1.5, 0.5), guidance_scale=3.0, renoise_mode="prev")
-    job = Job.new(op, [7, 8, 2**31 - 1], sampler, timeout_s=30)
+    encoding = Encoding("webp", 80)
+    job = Job.new(
+        op, [7, 8, 2**31 - 1], sampler, timeout_s=30, model="paella-v1", previews=2, encoding=encoding
+    )
     data = encode_job(job)
     json.loads(data)  # plain JSON: pictures as PNG, masks as packed bits, both base64
     again = decode_job(data)

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from service.errors import DeadlineExceeded, ServiceError
 from service.gpu.worker import Worker
 from service.queue.inprocess import InProcessBroker
-from service.queue.jobs import Slice
+from service.queue.jobs import Encoding, Made, Slice
 from tests.service.fakes import fake_execute, fake_job, fake_png, inprocess
 
 
@@ -33,7 +33,7 @@ async def with_worker(broker: InProcessBroker, worker: Worker, body: Callable[[]
 def test_32_concurrent_requests_form_batches_with_per_seed_results() -> None:
     batches: list[int] = []
 
-    def execute(slices: list[Slice]) -> list[list[bytes]]:
+    def execute(slices: list[Slice]) -> list[Made]:
         batches.append(sum(s.n for s in slices))
         return fake_execute(slices)
 
@@ -64,7 +64,7 @@ def test_32_concurrent_requests_form_batches_with_per_seed_results() -> None:
 def test_a_poisonous_job_fails_alone_and_its_batch_mates_are_answered() -> None:
     batches: list[list[str]] = []
 
-    def execute(slices: list[Slice]) -> list[list[bytes]]:
+    def execute(slices: list[Slice]) -> list[Made]:
         batches.append([str(s.job.seeds[0]) for s in slices])
         if any(s.job.seeds[0] == 13 for s in slices):
             raise RuntimeError("boom")
@@ -91,7 +91,7 @@ def test_a_poisonous_job_fails_alone_and_its_batch_mates_are_answered() -> None:
 def test_a_hung_executor_is_abandoned_and_the_worker_stops_being_alive() -> None:
     release = threading.Event()
 
-    def execute(slices: list[Slice]) -> list[list[bytes]]:
+    def execute(slices: list[Slice]) -> list[Made]:
         release.wait(10)
         return fake_execute(slices)
 
@@ -114,7 +114,7 @@ def test_a_hung_executor_is_abandoned_and_the_worker_stops_being_alive() -> None
 def test_expired_work_is_answered_504_without_reaching_the_executor() -> None:
     seen: list[str] = []
 
-    def execute(slices: list[Slice]) -> list[list[bytes]]:
+    def execute(slices: list[Slice]) -> list[Made]:
         seen.extend(s.job.id for s in slices)
         return fake_execute(slices)
 
@@ -143,7 +143,7 @@ def test_warmup_runs_before_ready_and_stop_finishes_the_batch_in_hand() -> None:
     def warmup() -> None:
         calls.append("warmup")
 
-    def execute(slices: list[Slice]) -> list[list[bytes]]:
+    def execute(slices: list[Slice]) -> list[Made]:
         calls.append(f"batch {[(s.start, s.stop) for s in slices]}")
         started.set()
         release.wait(5)
@@ -180,11 +180,11 @@ def test_pictures_are_encoded_in_the_pool_while_the_gpu_runs_the_next_batch() ->
     events: list[str] = []
     encoded = threading.Event()
 
-    def execute(slices: list[Slice]) -> list[list[str]]:
+    def execute(slices: list[Slice]) -> list[Made]:
         events.append(f"gpu {slices[0].job.seeds[0]}")
-        return [[f"{s.job.seeds[0]}:{seed}" for seed in s.seeds] for s in slices]
+        return [Made([f"{s.job.seeds[0]}:{seed}" for seed in s.seeds], [[] for _ in s.seeds]) for s in slices]
 
-    def encode(picture: str) -> bytes:
+    def encode(picture: str, encoding: Encoding) -> bytes:
         if picture.startswith("1:"):
             encoded.wait(5)  # the first batch's encoding waits for the second batch's GPU stage
         events.append(f"encoded {picture}")
@@ -209,7 +209,7 @@ def test_pictures_are_encoded_in_the_pool_while_the_gpu_runs_the_next_batch() ->
 
 
 def test_a_failed_encoding_fails_its_jobs_with_500() -> None:
-    def encode(picture: bytes) -> bytes:
+    def encode(picture: bytes, encoding: Encoding) -> bytes:
         raise OSError("disk full")
 
     async def scenario() -> None:
