@@ -16,6 +16,7 @@ from model.folder import read_config
 from service.http.errors import install_error_handlers
 from service.http.intake import Intake
 from service.http.middleware import BodyLimit, RequestMetrics
+from service.http.playground import router as playground
 from service.http.routes import router
 from service.queue.broker import Broker, WorkQueue
 from service.queue.inprocess import InProcessBroker
@@ -132,6 +133,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(playground)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app
