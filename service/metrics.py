@@ -46,6 +46,9 @@ QUEUE_DEPTH = Gauge(
 )
 REJECTED = Counter("paella_rejected", "Requests refused or dropped, by reason", ["reason"])
 REDELIVERIES = Counter("paella_redeliveries", "Queue entries reclaimed from a dead or stuck worker")
+DEAD_LETTERS = Counter(
+    "paella_dead_letters", "Queue entries moved to the dead letters after too many deliveries"
+)
 WORKER_UP = Gauge("paella_worker_up", "Workers warmed up and running", multiprocess_mode="livesum")
 
 _gpu_memory: Gauge | None = None
