@@ -48,6 +48,8 @@ class Pipeline:
     Args:
         config: the model's configuration.
         denoiser, vqgan, clip: the networks; placed on `device` (in `dtype` if given) and frozen here.
+        image_denoiser: the denoiser fine-tuned on CLIP image embeddings; when given, variations run on it
+            (eagerly: the fast path compiles the text denoiser only), in batches of their own.
         device: where the networks live.
         dtype: the networks' floating-point type; None keeps theirs.
         exact_vqgan: run the VQGAN image by image so that no pixel or token depends on the batch (batched
@@ -62,6 +64,7 @@ class Pipeline:
         vqgan: VQGAN,
         clip: ClipEncoder,
         *,
+        image_denoiser: Denoiser | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         exact_vqgan: bool | None = None,
@@ -69,9 +72,11 @@ class Pipeline:
     ):
         self.config = config
         self.device = torch.device(device)
-        for module in (denoiser, vqgan, clip):  # the one place modules are placed and frozen
-            module.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
+        for module in (denoiser, vqgan, clip, image_denoiser):  # the one place modules are placed and frozen
+            if module is not None:
+                module.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         self.denoiser, self.vqgan, self.clip = denoiser, vqgan, clip
+        self.image_denoiser = image_denoiser
         self.exact_vqgan = self.device.type == "cpu" if exact_vqgan is None else exact_vqgan
         self.pick = pick
         self.buckets: tuple[int, ...] | None = None  # set by `accelerate`
@@ -90,7 +95,11 @@ class Pipeline:
             vqgan = load_module(VQGAN(config.vqgan), tensors["vqgan"], dtype=dtype)
             clip = ClipEncoder(config.clip, vocab, cache_size=1024)
             load_module(clip.model, tensors["clip"], dtype=dtype)
-        return cls(config, denoiser, vqgan, clip, device=device, dtype=dtype)
+            image = tensors.get("image_denoiser")
+            image_denoiser = (
+                None if image is None else load_module(Denoiser(config.denoiser), image, dtype=dtype)
+            )
+        return cls(config, denoiser, vqgan, clip, image_denoiser=image_denoiser, device=device, dtype=dtype)
 
     # ---- the two entries
 
@@ -134,8 +143,15 @@ class Pipeline:
 
     @torch.inference_mode()
     def tokens(self, draws: Sequence[Draw]) -> Tensor:
-        """Token grids [B, h, w] int64 of draws sharing one canvas and one step count, as one batch."""
-        return self.sample(self.rows(draws))
+        """Token grids [B, h, w] int64 of draws sharing one canvas and one step count, as one batch (of
+        variations only, or of no variation, when there is an image denoiser)."""
+        rows = self.rows(draws)
+        variations = sum(isinstance(d.op, Variation) for d in draws)
+        if self.image_denoiser is None or variations == 0:
+            return self.sample(rows)
+        if variations < len(draws):
+            raise ValueError("variations run on the image denoiser: batch them apart from other operations")
+        return sample(self.image_denoiser, rows, num_labels=self.config.denoiser.num_labels, pick=self.pick)
 
     @torch.inference_mode()
     def sample(self, rows: Rows) -> Tensor:
