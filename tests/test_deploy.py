@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,12 @@ WORKERS = {"gpu": "worker", "cpu": "worker-cpu"}
 MODEL_PACKAGES = ("torch", "torchvision", "open_clip", "safetensors", "tqdm")
 
 
-def compose_config(profile: str) -> dict[str, Any]:
+def compose_config(profile: str, folder: Path = REPO) -> dict[str, Any]:
     if not shutil.which("docker-compose"):
         pytest.fail("docker-compose is missing: scripts/test.sh installs it (scripts/ensure-tools.sh)")
     done = subprocess.run(
         ["docker-compose", "--profile", profile, "config"],
-        cwd=REPO,
+        cwd=folder,
         capture_output=True,
         text=True,
         check=False,
@@ -73,7 +74,7 @@ def test_compose_config_of_each_profile(profile: str) -> None:
     worker = services[WORKERS[profile]]
     devices = worker.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
     if profile == "gpu":
-        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+        assert devices == [{"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}]
         assert worker["environment"]["PAELLA_DEVICE"] == "cuda"
     else:
         assert devices == [] and worker["environment"]["PAELLA_DEVICE"] == "cpu"
@@ -190,3 +191,22 @@ asyncio.run(main())
     assert done.returncode == 0, done.stderr
     # no worker: the job was queued and answered 504 at its deadline
     assert done.stdout.split() == ["paella-mini", "200", "504"], done.stdout + done.stderr
+
+
+def test_the_guides_second_gpu_worker_joins_the_stack(tmp_path: Path) -> None:
+    """docs/deployment.md's override for a second GPU: its own device, the queue, the weights, and the
+    `worker` alias that Prometheus discovers."""
+    guide = (REPO / "docs" / "deployment.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", guide, re.DOTALL)
+    shutil.copy(REPO / "docker-compose.yml", tmp_path)
+    (tmp_path / "docker-compose.override.yml").write_text(textwrap.dedent(block))
+    (tmp_path / "weights").mkdir()
+    services = started(compose_config("gpu", tmp_path), "gpu")
+    first, second = services["worker"], services["worker-gpu1"]
+    devices = [s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] for s in (first, second)]
+    assert devices == [["0"], ["1"]]
+    shared = ("PAELLA_REDIS_URL", "PAELLA_WEIGHTS", "PAELLA_DEVICE")
+    assert {k: first["environment"][k] for k in shared} == {k: second["environment"][k] for k in shared}
+    assert second["networks"]["default"]["aliases"] == ["worker"]
+    assert volumes(second)["/weights"] == (tmp_path / "weights", True)
+    assert seconds(second["stop_grace_period"]) > float(first["environment"]["PAELLA_REQUEST_TIMEOUT_S"])
