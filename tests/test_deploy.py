@@ -11,12 +11,10 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +121,7 @@ def test_images_run_as_a_user_with_a_health_check(image: str) -> None:
 
 
 @pytest.mark.redis
-def test_the_api_image_files_serve_without_the_model_packages(tmp_path: Path) -> None:
+def test_the_api_image_files_serve_without_the_model_packages(tmp_path: Path, redis_prefix: str) -> None:
     """Only what docker/api.Dockerfile copies, with torch and the other model packages unimportable:
     `paella api` answers the model card and the playground, and queues a job on Redis."""
     dockerfile = (REPO / "docker" / "api.Dockerfile").read_text()
@@ -143,7 +141,6 @@ def test_the_api_image_files_serve_without_the_model_packages(tmp_path: Path) ->
         check=True,
     ).stdout
     assert {"torch>=2.4", "safetensors>=0.4"} <= set(left_out.split())  # the full list, for the worker
-    prefix = f"test-image-{uuid.uuid4().hex[:8]}"
     script = f"""
 import sys
 for name in {MODEL_PACKAGES!r}:
@@ -153,7 +150,7 @@ from service.app import create_app
 from service.settings import Settings
 
 settings = Settings(weights={str(REPO / "weights" / "paella-mini")!r}, redis_url={REDIS_URL!r},
-                    redis_stream_prefix={prefix!r}, request_timeout_s=0.3)
+                    redis_stream_prefix={redis_prefix!r}, request_timeout_s=0.3)
 app = create_app(settings, run_worker=False)
 import asyncio
 
@@ -172,22 +169,15 @@ async def main():
 
 asyncio.run(main())
 """
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(tmp_path)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     # no worker: the job was queued and answered 504 at its deadline
     assert done.stdout.split() == ["paella-mini", "200", "504"], done.stdout + done.stderr
