@@ -182,6 +182,7 @@ async function start() {
     }
     for (const side of SIDES) $(`pad-${side}`).step = String(multiple);
     regions.shape(card.image_size, card.image_size);
+    $("error").hidden = true;
     document.body.dataset.ready = "true";
   } catch (error) {
     $("model").textContent = "the model is not ready";
