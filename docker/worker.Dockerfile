@@ -42,8 +42,8 @@ ENV PAELLA_HOST=0.0.0.0 \
     PAELLA_METRICS_PORT=9100 \
     PAELLA_WEIGHTS=/weights/paella-mini
 EXPOSE 9100
-# Healthy once warmed up: the worker's own metrics say paella_worker_up 1.
+# Healthy once warmed up (its metrics say paella_worker_up 1) and while no batch hangs (/healthz answers 200).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=600s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; assert b'paella_worker_up 1.0' in urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=2).read()"]
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:9100/healthz', timeout=2); assert b'paella_worker_up 1.0' in u.urlopen('http://127.0.0.1:9100/metrics', timeout=2).read()"]
 ENTRYPOINT ["python", "-m", "service"]
 CMD ["worker"]

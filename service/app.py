@@ -10,14 +10,18 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, cast
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from model.config import ModelConfig
 from model.folder import read_config
+from service.http.access import Access
 from service.http.errors import install_error_handlers
 from service.http.intake import Intake
+from service.http.limits import Limits
 from service.http.middleware import BodyLimit, RequestMetrics
 from service.http.playground import router as playground
 from service.http.routes import router
+from service.queue.admission import Admission
 from service.queue.broker import Broker, WorkQueue
 from service.queue.inprocess import InProcessBroker
 from service.runtime import Runtime
@@ -47,7 +51,8 @@ def load_pipeline(settings: Settings) -> Pipeline:
 def make_broker(settings: Settings) -> Broker:
     """Redis Streams when `redis_url` is set, else the in-process queue."""
     if settings.redis_url is None:
-        return InProcessBroker(max_queue_depth=settings.max_queue_depth, retry_after_s=settings.retry_after_s)
+        admission = Admission(settings.max_queue_cost, settings.max_queue_wait_s, settings.retry_after_s)
+        return InProcessBroker(admission)
     from service.queue.redis_broker import RedisBroker
 
     return RedisBroker.from_settings(settings)
@@ -70,6 +75,7 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
         max_wait_ms=settings.max_wait_ms,
         encode=to_png,
         encoders=settings.encoders,
+        hang_timeout_s=settings.hang_timeout_s,
         warmup=warmup,
     )
 
@@ -113,10 +119,11 @@ def create_app(
             which then needs only the weight folder's config.json.
     """
     settings = settings or Settings()
+    limits = Limits(settings.rate_limit_per_min, settings.cost_limit_per_min)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime()
+        runtime = Runtime(limits=limits)
         app.state.runtime = runtime
         starting = asyncio.create_task(_start(runtime, settings, pipeline, broker, run_worker))
         try:
@@ -134,6 +141,14 @@ def create_app(
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(playground)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    app.add_middleware(Access, keys=settings.keys(), limits=limits)
+    if settings.origins():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origins(),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-Id"],
+        )
+    app.add_middleware(RequestMetrics, routes=router.routes)
     return app

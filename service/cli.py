@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import signal
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from service.settings import Settings, env_name
+
+if TYPE_CHECKING:
+    from service.gpu.worker import Worker
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +44,36 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def serve(settings: Settings, *, run_worker: bool) -> None:
-    """Run the HTTP API (and, embedded, the GPU worker) until interrupted."""
+    """Run the HTTP API (and, embedded, the GPU worker) until SIGTERM or SIGINT.
+
+    A first signal drains: /readyz turns 503 at once so load balancers stop sending, requests keep being
+    served for `drain_s`, then the server stops accepting, finishes what it holds (up to the request
+    deadline) and exits. A second signal stops at once.
+    """
     import uvicorn
 
     from service.app import create_app
 
     app = create_app(settings, run_worker=run_worker)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+    )
+
+    class Draining(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            runtime = getattr(app.state, "runtime", None)
+            if runtime is None or runtime.draining:
+                super().handle_exit(sig, frame)
+                return
+            runtime.draining = True
+            threading.Timer(settings.drain_s, super().handle_exit, (sig, frame)).start()
+
+    Draining(config).run()
 
 
 def worker(settings: Settings) -> None:
@@ -52,10 +81,13 @@ def worker(settings: Settings) -> None:
     from service.app import load_pipeline, make_broker, make_worker
     from service.metrics import serve_metrics
 
+    workers: list[Worker] = []
+
     async def run() -> None:
         pipeline = await asyncio.to_thread(load_pipeline, settings)
         broker = make_broker(settings)
         gpu = make_worker(settings, broker, pipeline)
+        workers.append(gpu)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, gpu.stop)
@@ -64,13 +96,19 @@ def worker(settings: Settings) -> None:
         finally:
             await broker.close()
 
-    exporter = serve_metrics(settings.metrics_port, settings.host) if settings.metrics_port else None
+    def healthy() -> bool:
+        return all(w.alive for w in workers)
+
+    exporter = serve_metrics(settings.metrics_port, settings.host, healthy) if settings.metrics_port else None
     try:
         asyncio.run(run())
     finally:
         if exporter is not None:
             exporter.shutdown()
             exporter.server_close()
+    if not healthy():  # a hung GPU thread would hold the interpreter open: leave now, let it be restarted
+        logging.getLogger(__name__).critical("the worker hung; exiting")
+        os._exit(3)
 
 
 def build_parser() -> argparse.ArgumentParser:

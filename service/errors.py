@@ -67,3 +67,9 @@ def shutting_down() -> ServiceError:
 
 def generation_failed() -> ServiceError:
     return ServiceError(500, "generation_failed", "the images could not be generated")
+
+
+def worker_unavailable() -> ServiceError:
+    return ServiceError(
+        503, "worker_unavailable", "no worker can run this now; retry", headers={"Retry-After": "5"}
+    )

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,8 +25,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     multiprocess,
-    start_http_server,
 )
 
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -45,6 +48,9 @@ QUEUE_DEPTH = Gauge(
     "paella_queue_depth", "Images admitted and not yet answered", multiprocess_mode="livemostrecent"
 )
 REJECTED = Counter("paella_rejected", "Requests refused or dropped, by reason", ["reason"])
+CANCELLED = Counter(
+    "paella_cancelled", "Requests withdrawn because their client left before the answer (never computed)"
+)
 REDELIVERIES = Counter("paella_redeliveries", "Queue entries reclaimed from a dead or stuck worker")
 DEAD_LETTERS = Counter(
     "paella_dead_letters", "Queue entries moved to the dead letters after too many deliveries"
@@ -99,13 +105,35 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(exposed_registry()), CONTENT_TYPE_LATEST
 
 
-def serve_metrics(port: int, host: str) -> WSGIServer:
-    """Serve `exposed_registry()` over HTTP on `host:port` (0 = a free port) from a daemon thread.
+def serve_metrics(port: int, host: str, healthy: Callable[[], bool] = lambda: True) -> WSGIServer:
+    """Serve `exposed_registry()` at /metrics and liveness at /healthz (503 once `healthy()` is False)
+    over HTTP on `host:port` (0 = a free port), from a daemon thread.
 
     Returns the server: its `server_port` is the port bound; `shutdown()` stops it.
     """
-    server, _ = start_http_server(port, addr=host, registry=exposed_registry())
+    exposition = make_wsgi_app(exposed_registry())
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok = healthy()
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+            )
+            return [b'{"status": "ok"}' if ok else b'{"status": "unhealthy"}']
+        return exposition(environ, start_response)  # type: ignore[no-any-return]
+
+    server = make_server(host, port, app, _Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="paella-metrics", daemon=True).start()
     return server
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def mark_process_dead(pid: int) -> None:

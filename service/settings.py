@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +35,28 @@ class Settings(BaseSettings):
     encoders: int = Field(
         default=4, ge=1, le=64, description="threads encoding PNGs while the GPU runs the next batch"
     )
+    hang_timeout_s: float = Field(
+        default=120.0, gt=0, description="a batch running longer marks the worker hung: liveness fails"
+    )
     max_wait_ms: float = Field(
         default=2.0, ge=0, description="longest a batch waits for more work after its first job"
     )
     max_queue_depth: int = Field(
-        default=256, ge=1, description="queued images above which new requests get 503"
+        default=256,
+        ge=1,
+        description="Redis queue: images admitted and not answered above which requests get 503",
+    )
+    max_queue_cost: float = Field(
+        default=256.0,
+        gt=0,
+        description="most work admitted and not answered, in units of one 256x256 picture at 8 steps; "
+        "a request costing more is refused with 413",
+    )
+    max_queue_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="admit only what the workers' measured rate finishes within this; the rest get 503 "
+        "with the Retry-After that rate predicts",
     )
     request_timeout_s: float = Field(
         default=60.0, gt=0, description="deadline of every request; past it, 504"
@@ -54,6 +71,24 @@ class Settings(BaseSettings):
         default=3, ge=1, description="deliveries before an entry goes to the dead letters"
     )
     result_ttl_s: int = Field(default=300, ge=1, description="lifetime of stored results in Redis")
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated API keys; when set, /v1/* and /metrics need Authorization: Bearer <key>",
+    )
+    rate_limit_per_min: float | None = Field(
+        default=None, gt=0, description="image requests a client (key, or address) may send a minute"
+    )
+    cost_limit_per_min: float | None = Field(
+        default=None,
+        gt=0,
+        description="cost units (256x256 pictures at 8 steps) a client may ask for a minute",
+    )
+    cors_origins: str = Field(
+        default="", description="comma-separated origins allowed to call the API from a browser (* = any)"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest a request body may take to arrive (408 after)"
+    )
     max_body_bytes: int = Field(
         default=20 * 2**20, ge=1024, description="largest request body accepted (413 above)"
     )
@@ -63,6 +98,9 @@ class Settings(BaseSettings):
     max_side: int = Field(default=1024, ge=8, description="largest output width or height, in pixels")
     max_n: int = Field(default=8, ge=1, le=8, description="most images per request (n)")
     max_frames: int = Field(default=16, ge=2, le=16, description="most frames per interpolation")
+    drain_s: float = Field(
+        default=3.0, ge=0, description="on SIGTERM, seconds /readyz answers 503 while requests still run"
+    )
     host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
     port: int = Field(default=8000, ge=0, le=65535, description="port the HTTP server binds")
     metrics_port: int = Field(
@@ -71,6 +109,15 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level"
     )
+
+    def keys(self) -> list[str]:
+        """The API keys, none when unset."""
+        if self.api_keys is None:
+            return []
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    def origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     def torch_device(self) -> str:
         """The device to load the model on, with `auto` resolved."""

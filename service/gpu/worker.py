@@ -12,6 +12,7 @@ from typing import Any
 from service import metrics
 from service.errors import DeadlineExceeded, ServiceError, generation_failed
 from service.gpu.batcher import Batcher
+from service.queue.admission import cost
 from service.queue.broker import WorkQueue
 from service.queue.jobs import Executor, Job, Slice
 
@@ -23,20 +24,25 @@ class Worker:
 
     `run()` warms up (in the GPU thread), sets `ready`, then loops until `stop()`; a stop finishes
     the batch in hand and gives the rest back with `queue.release`. Expired jobs are answered 504
-    without reaching the executor. If the executor raises, every job of that batch fails: with the
-    `ServiceError` it raised, else with 500 `generation_failed`.
+    without reaching the executor. A `ServiceError` the executor raises fails every job of its batch;
+    any other failure of a batch of several jobs is retried job by job, so one poisonous request fails
+    alone (500 `generation_failed`) and the others are answered.
 
     With `encode`, a batch's pictures are encoded in a pool of threads while the GPU thread runs the
     next batch (at most `max_encoding` batches behind it), and stored once encoded.
 
+    A batch running past `hang_timeout_s` marks the worker hung: its jobs are abandoned to the queue
+    (another worker, or a 503, answers them), the loop stops and `alive` turns False for liveness.
+
     Args:
         queue: where jobs come from and results go (`InProcessBroker` or `RedisBroker`).
         execute: the executor, `execute(slices) -> pictures per slice`; runs in a dedicated thread.
+        max_batch_size: most images per batch (the `Batcher`'s).
+        max_wait_ms: longest the oldest job of a key waits for company (the `Batcher`'s).
         encode: turns one picture into the stored bytes (PNG); None when `execute` returns bytes.
         encoders: threads of the encoding pool.
         max_encoding: batches encoding at once before the GPU thread waits for them.
-        max_batch_size: most images per batch (the `Batcher`'s).
-        max_wait_ms: longest the oldest job of a key waits for company (the `Batcher`'s).
+        hang_timeout_s: longest a batch may run before the worker counts as hung; None: no limit.
         warmup: called once in the GPU thread before `ready` is set (e.g. the pipeline's warm-up).
         poll_s: longest the loop waits for work before checking `stop()` again.
         clock: wall-clock seconds, comparable with `Job.created` and `Job.deadline`.
@@ -52,6 +58,7 @@ class Worker:
         encode: Callable[[Any], bytes] | None = None,
         encoders: int = 4,
         max_encoding: int = 2,
+        hang_timeout_s: float | None = None,
         warmup: Callable[[], None] | None = None,
         poll_s: float = 0.25,
         clock: Callable[[], float] = time.time,
@@ -61,35 +68,45 @@ class Worker:
         self.encode = encode
         self.encoders = encoders
         self.max_encoding = max_encoding
+        self.hang_timeout_s = hang_timeout_s
         self.batcher = Batcher(max_batch_size, max_wait_ms)
         self.warmup = warmup
         self.poll_s = poll_s
         self.clock = clock
         self.ready = asyncio.Event()
+        self.hung = False
+        self.failed = False
         self._stopping = False
         self._next_beat = 0.0
         self._encoding: set[asyncio.Task[None]] = set()
+
+    @property
+    def alive(self) -> bool:
+        """False once the worker can no longer serve: its start-up failed or its executor hung."""
+        return not (self.hung or self.failed)
 
     def stop(self) -> None:
         """Ask `run()` to return after the batch in hand."""
         self._stopping = True
 
     async def run(self) -> None:
-        with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="paella-gpu") as gpu,
-            ThreadPoolExecutor(max_workers=self.encoders, thread_name_prefix="paella-encode") as encoders,
-        ):
-            self._encoders = encoders
-            loop = asyncio.get_running_loop()
+        gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paella-gpu")
+        self._gpu = gpu
+        self._encoders = ThreadPoolExecutor(max_workers=self.encoders, thread_name_prefix="paella-encode")
+        try:
             if self.warmup is not None:
-                await loop.run_in_executor(gpu, self.warmup)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(gpu, self.warmup)
+                except Exception:
+                    self.failed = True
+                    raise
             metrics.install_gpu_memory_gauge()
             self.ready.set()
             metrics.WORKER_UP.inc()
             try:
                 while not self._stopping:
                     try:
-                        await self._step(gpu)
+                        await self._step()
                     except Exception:
                         log.exception("worker step failed; retrying")
                         await asyncio.sleep(self.poll_s)
@@ -100,15 +117,23 @@ class Worker:
                 leftover = self.batcher.drain()
                 if leftover:
                     await self.queue.release(leftover)
+        finally:
+            self._encoders.shutdown(wait=True)
+            gpu.shutdown(wait=not self.hung)  # a hung GPU thread is left behind; the process should restart
 
-    async def _step(self, gpu: ThreadPoolExecutor) -> None:
+    async def _step(self) -> None:
         await self._heartbeat(force=False)
         now = self.clock()
         for job in self.batcher.expire(now):
             await self.queue.fail(job, DeadlineExceeded())
         batch = self.batcher.next_batch(now)
         if batch:
-            await self._run_batch(gpu, batch)
+            wanted = await self.queue.wanted(batch)  # nobody waits for the rest: never computed
+            for part in batch:
+                if part not in wanted:
+                    self.batcher.discard(part.job.id)
+            if wanted:
+                await self._run_batch(wanted)
             return
         wakeup = self.batcher.next_wakeup(now)
         timeout = self.poll_s if wakeup is None else min(self.poll_s, max(0.0, wakeup - now))
@@ -117,27 +142,73 @@ class Worker:
         for delivery in await self.queue.receive(self.batcher.max_batch_size, timeout):
             self.batcher.add(delivery.job, delivery.start)
 
-    async def _run_batch(self, gpu: ThreadPoolExecutor, batch: list[Slice]) -> None:
+    async def _run_batch(self, batch: list[Slice]) -> None:
         start = self.clock()
         for part in batch:
             metrics.QUEUE_WAIT.observe(max(0.0, start - part.job.created))
-        future = asyncio.get_running_loop().run_in_executor(gpu, self.execute, batch)
         error: ServiceError | None = None
         try:
-            results = await self._wait_beating(future)
-            if len(results) != len(batch) or any(len(r) != p.n for r, p in zip(results, batch, strict=True)):
-                raise ValueError("the executor returned the wrong number of images")
+            results = await self._compute(batch)
+        except _Hung:
+            await self._abandon(batch)
+            return
         except ServiceError as e:
             error = e
         except Exception:
-            log.exception("batch of %d images failed", sum(p.n for p in batch))
+            if len(_unique_jobs(batch)) > 1:
+                log.exception("a batch of %d jobs failed; retrying them one by one", len(_unique_jobs(batch)))
+                await self._one_by_one(batch)
+                return
+            log.exception("a job of %d images failed", sum(p.n for p in batch))
             error = generation_failed()
-        metrics.BATCH_COMPUTE.observe(max(0.0, self.clock() - start))
+        seconds = max(0.0, self.clock() - start)
+        metrics.BATCH_COMPUTE.observe(seconds)
         metrics.BATCH_SIZE.observe(sum(p.n for p in batch))
         metrics.refresh_gpu_memory()
         if error is not None:
             await self._fail(batch, error)
             return
+        await self.queue.record(sum(cost(p.job) * p.n / p.job.n for p in batch), seconds)
+        await self._deliver(batch, results)
+
+    async def _one_by_one(self, batch: list[Slice]) -> None:
+        """Each job of a failed batch alone: the ones that fail again get the error, the others images."""
+        for job in _unique_jobs(batch):
+            own = [p for p in batch if p.job.id == job.id]
+            try:
+                results = await self._compute(own)
+            except _Hung:
+                await self._abandon(own)
+                return
+            except ServiceError as e:
+                await self._fail(own, e)
+            except Exception:
+                log.exception("job %s failed alone", job.id)
+                await self._fail(own, generation_failed())
+            else:
+                await self._deliver(own, results)
+
+    async def _compute(self, batch: list[Slice]) -> list[list[Any]]:
+        """The executor's pictures for `batch`, from the GPU thread; `_Hung` past `hang_timeout_s`."""
+        future = asyncio.get_running_loop().run_in_executor(self._gpu, self.execute, batch)
+        started = time.monotonic()
+        interval = self.queue.heartbeat_interval_s or self.hang_timeout_s
+        while not future.done():
+            await asyncio.wait({future}, timeout=interval)
+            if future.done():
+                break
+            if self.hang_timeout_s is not None and time.monotonic() - started > self.hang_timeout_s:
+                self.hung = True
+                self._stopping = True
+                log.error("a batch has run for over %s s: the worker is hung and stops", self.hang_timeout_s)
+                raise _Hung
+            await self._heartbeat(force=True)  # the queue must not reclaim the batch meanwhile
+        results: list[list[Any]] = future.result()
+        if len(results) != len(batch) or any(len(r) != p.n for r, p in zip(results, batch, strict=True)):
+            raise ValueError("the executor returned the wrong number of images")
+        return results
+
+    async def _deliver(self, batch: list[Slice], results: list[list[Any]]) -> None:
         if self.encode is None:
             await self._store(batch, results)
             return
@@ -174,14 +245,11 @@ class Worker:
             self.batcher.discard(job.id)
             await self.queue.fail(job, error)
 
-    async def _wait_beating(self, future: asyncio.Future[Any]) -> Any:
-        """The executor's result, heartbeating meanwhile so the queue does not reclaim the batch."""
-        interval = self.queue.heartbeat_interval_s
-        while not future.done():
-            await asyncio.wait({future}, timeout=interval)
-            if not future.done():
-                await self._heartbeat(force=True)
-        return future.result()
+    async def _abandon(self, batch: list[Slice]) -> None:
+        jobs = _unique_jobs(batch)
+        for job in jobs:
+            self.batcher.discard(job.id)
+        await self.queue.abandon(jobs)
 
     async def _heartbeat(self, *, force: bool) -> None:
         interval = self.queue.heartbeat_interval_s
@@ -192,6 +260,10 @@ class Worker:
             await self.queue.heartbeat()
         except Exception:
             log.exception("heartbeat failed")
+
+
+class _Hung(Exception):
+    """A batch outlived `hang_timeout_s`."""
 
 
 def _unique_jobs(batch: list[Slice]) -> list[Job]:

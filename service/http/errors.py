@@ -48,6 +48,7 @@ _PYDANTIC_CODES = {
 _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "body_too_large",
     415: "unsupported_media_type",
 }
@@ -86,6 +87,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), None, exc.headers)
 
 
+async def _too_deep(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, "invalid_json", "the body is nested too deeply")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
@@ -97,4 +102,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(ValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RecursionError, _too_deep)  # JSON nested past the parser's depth
     app.add_exception_handler(Exception, _unexpected)

@@ -7,7 +7,9 @@ answers JSON with base64 PNGs, or the PNG itself for n=1 with `Accept: image/png
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +20,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from service import metrics
 from service.errors import ServiceError, not_ready
 from service.http import schemas
+from service.http.access import client_of
 from service.http.errors import ErrorResponse, validation_error
 from service.http.intake import Intake
 from service.metrics import render_metrics
+from service.queue.admission import cost
 from service.queue.jobs import Job
 from service.runtime import Runtime
 
@@ -98,6 +103,7 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter()
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -132,8 +138,10 @@ def json_or_form(model: type[M]) -> Callable[[Request], Awaitable[M]]:
         elif content_type == "application/json":
             try:
                 data = await request.json()
-            except ValueError:
-                raise ServiceError(400, "invalid_json", "the body is not valid JSON") from None
+            except (ValueError, RecursionError):
+                raise ServiceError(
+                    400, "invalid_json", "the body is not valid JSON, or nested too deeply"
+                ) from None
         else:
             raise ServiceError(415, "unsupported_media_type", "send application/json or multipart/form-data")
         if not isinstance(data, dict):
@@ -157,9 +165,11 @@ def both_bodies(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-async def answer(runtime: Runtime, job: Job, accept: str) -> Response:
-    """Submit the job and wait; JSON with base64 PNGs, or the PNG itself for n=1 and Accept: image/png."""
-    pngs = await runtime.submit(job)
+async def answer(request: Request, runtime: Runtime, job: Job, accept: str) -> Response:
+    """Charge the client, submit the job and wait (withdrawing it if the client leaves first); JSON with
+    base64 PNGs, or the PNG itself for n=1 and Accept: image/png."""
+    runtime.limits.spend(client_of(request.scope), cost(job))
+    pngs = await until_disconnected(request, runtime.submit(job))
     if len(pngs) == 1 and "image/png" in accept:
         return Response(pngs[0], media_type="image/png", headers={"X-Paella-Seed": str(job.seeds[0])})
     body = schemas.ImagesResponse(
@@ -170,6 +180,29 @@ async def answer(runtime: Runtime, job: Job, accept: str) -> Response:
         ],
     )
     return Response(body.model_dump_json(), media_type="application/json")
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result; if the client disconnects first, `work` is cancelled (the queue forgets the job)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        metrics.CANCELLED.inc()
+        raise ServiceError(499, "client_closed_request", "the client closed the connection")
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns once the client has gone (the body has been read by then, so only that can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _add_image_route(route: ImageRoute) -> None:
@@ -185,8 +218,11 @@ def _add_image_route(route: ImageRoute) -> None:
         body_type = Annotated[route.body, Depends(json_or_form(route.body))]
         options["openapi_extra"] = both_bodies(route.body)
 
-    async def handler(body: Any, intake: IntakeDep, runtime: RuntimeDep, accept: AcceptDep = "") -> Response:
-        return await answer(runtime, await run_in_threadpool(route.build, intake, body), accept)
+    async def handler(
+        request: Request, body: Any, intake: IntakeDep, runtime: RuntimeDep, accept: AcceptDep = ""
+    ) -> Response:
+        job = await run_in_threadpool(route.build, intake, body)
+        return await answer(request, runtime, job, accept)
 
     handler.__annotations__["body"] = body_type  # the route's own body, for FastAPI's parsing and docs
     router.post(route.path, **options)(handler)
@@ -203,9 +239,11 @@ async def models(intake: IntakeDep) -> schemas.ModelList:
     return schemas.ModelList(data=[card])
 
 
-@router.get("/healthz", response_model=schemas.Health)
-async def healthz() -> schemas.Health:
-    """Alive: the process answers."""
+@router.get("/healthz", response_model=schemas.Health, responses={503: {"model": ErrorResponse}})
+async def healthz(runtime: RuntimeDep) -> schemas.Health:
+    """Alive: the process can serve (503 once its start-up failed or its worker hung or died: restart it)."""
+    if not runtime.alive():
+        raise ServiceError(503, "unhealthy", "this process cannot serve; restart it")
     return schemas.Health(status="ok")
 
 
@@ -219,7 +257,7 @@ async def readyz(runtime: RuntimeDep) -> schemas.Health:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics(runtime: RuntimeDep) -> Response:
+async def exposition(runtime: RuntimeDep) -> Response:
     await runtime.refresh_depth()
     data, content_type = render_metrics()
     return Response(data, media_type=content_type)

@@ -58,6 +58,10 @@ class WorkQueue(Protocol):
         """Up to `max_jobs` jobs, waiting at most `timeout_s` for the first."""
         ...
 
+    async def wanted(self, batch: list[Slice]) -> list[Slice]:
+        """The slices somebody still waits for: what the worker computes (the rest are dropped)."""
+        ...
+
     async def complete(self, part: Slice, images: list[bytes]) -> None:
         """Store a slice's PNGs; the job is acknowledged once all its images are stored."""
         ...
@@ -70,6 +74,14 @@ class WorkQueue(Protocol):
         """Give back received jobs the worker will not run (it is stopping)."""
         ...
 
+    async def abandon(self, jobs: list[Job]) -> None:
+        """Let go of jobs a hung worker holds: another worker takes them over, or they are answered 503."""
+        ...
+
     async def heartbeat(self) -> None:
         """Tell the queue this worker is alive and still holds its jobs."""
+        ...
+
+    async def record(self, units: float, seconds: float) -> None:
+        """A batch of `units` cost took `seconds` of this worker's time (admission's rate)."""
         ...

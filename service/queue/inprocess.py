@@ -8,7 +8,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from service import metrics
-from service.errors import DeadlineExceeded, QueueFull, ServiceError, shutting_down
+from service.errors import DeadlineExceeded, ServiceError, shutting_down, worker_unavailable
+from service.queue.admission import Admission, Throughput, cost
 from service.queue.broker import Delivery
 from service.queue.jobs import Job, Slice
 
@@ -25,16 +26,16 @@ class InProcessBroker:
     """An asyncio queue in the API's own process, consumed by an in-process `Worker`.
 
     Args:
-        max_queue_depth: images admitted and not yet answered above which `submit` raises `QueueFull`
-            (a job is refused when its `n` images would take the depth past this).
-        retry_after_s: the `Retry-After` that `QueueFull` carries.
+        admission: decides, from the cost admitted and not yet answered and the worker's measured rate,
+            whether a job gets in (`QueueFull` or 413 otherwise).
     """
 
     heartbeat_interval_s: float | None = None
 
-    def __init__(self, *, max_queue_depth: int, retry_after_s: float = 1.0) -> None:
-        self.max_queue_depth = max_queue_depth
-        self.retry_after_s = retry_after_s
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.throughput = Throughput()
+        self._cost = 0.0
         self._queue: deque[Job] = deque()
         self._arrived = asyncio.Event()
         self._open: dict[str, _Open] = {}
@@ -44,17 +45,21 @@ class InProcessBroker:
     async def submit(self, job: Job) -> list[bytes]:
         if self._closed:
             raise shutting_down()
-        if self._depth + job.n > self.max_queue_depth:
-            raise QueueFull(self.retry_after_s)
+        self.admission.check(self._cost, cost(job), self.throughput.rate)
         future = asyncio.get_running_loop().create_future()
         self._open[job.id] = _Open(job, future, [None] * job.n, job.n)
+        self._cost += cost(job)
         self._set_depth(self._depth + job.n)
         self._queue.append(job)
         self._arrived.set()
         try:
             return await asyncio.wait_for(future, timeout=max(0.0, job.deadline - time.time()))
         except TimeoutError:
+            self._finish(job.id, DeadlineExceeded())  # nobody waits any more: never computed
             raise DeadlineExceeded() from None
+        except asyncio.CancelledError:  # the client left
+            self._finish(job.id, shutting_down())
+            raise
 
     async def depth(self) -> int:
         return self._depth
@@ -86,6 +91,9 @@ class InProcessBroker:
                 jobs.append(Delivery(job, 0))
         return jobs
 
+    async def wanted(self, batch: list[Slice]) -> list[Slice]:
+        return [part for part in batch if part.job.id in self._open]
+
     async def complete(self, part: Slice, images: list[bytes]) -> None:
         entry = self._open.get(part.job.id)
         if entry is None:
@@ -104,13 +112,21 @@ class InProcessBroker:
         for job in jobs:
             self._finish(job.id, shutting_down())
 
+    async def abandon(self, jobs: list[Job]) -> None:
+        for job in jobs:  # the one worker of this process is gone: answer now rather than at the deadline
+            self._finish(job.id, worker_unavailable())
+
     async def heartbeat(self) -> None:
         return None
+
+    async def record(self, units: float, seconds: float) -> None:
+        self.throughput.record(units, seconds)
 
     def _finish(self, job_id: str, outcome: list[bytes] | ServiceError) -> None:
         entry = self._open.pop(job_id, None)
         if entry is None:
             return
+        self._cost = max(0.0, self._cost - cost(entry.job))
         self._set_depth(self._depth - entry.job.n)
         if entry.future.done():
             return

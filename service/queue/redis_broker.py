@@ -340,6 +340,17 @@ class RedisBroker:
                 self.stream, self.group, self.consumer, 0, ids, idle=self.claim_idle_ms, justid=True
             )
 
+    async def wanted(self, batch: list[Slice]) -> list[Slice]:
+        return batch
+
+    async def abandon(self, jobs: list[Job]) -> None:
+        """Stop holding the jobs' entries: no heartbeat extends them, so another worker reclaims them."""
+        for job in jobs:
+            self._held.pop(job.id, None)
+
+    async def record(self, units: float, seconds: float) -> None:
+        return None  # admission on Redis counts images against max_queue_depth
+
     async def heartbeat(self) -> None:
         """Record this worker as alive and reset the idle time of the entries it holds."""
         await self.redis.zadd(self.workers_key, {self.consumer: time.time()})

@@ -6,6 +6,8 @@ import zlib
 
 from model.config import SamplerConfig
 from model.ops import Generate
+from service.queue.admission import Admission
+from service.queue.inprocess import InProcessBroker
 from service.queue.jobs import Job, Slice
 
 
@@ -34,3 +36,8 @@ def fake_png(job: Job, seed: int) -> bytes:
 
 def fake_execute(slices: list[Slice]) -> list[list[bytes]]:
     return [[fake_png(s.job, seed) for seed in s.seeds] for s in slices]
+
+
+def inprocess(max_queue_cost: float = 1e9, max_queue_wait_s: float = 1e9) -> InProcessBroker:
+    """An in-process broker whose admission lets every fake job in unless told otherwise."""
+    return InProcessBroker(Admission(max_queue_cost, max_queue_wait_s))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -12,10 +15,11 @@ import pytest
 
 from model.pipeline import Pipeline
 from service.app import create_app
+from service.queue.admission import Admission
 from service.queue.inprocess import InProcessBroker
 from service.queue.jobs import Job
 from service.settings import Settings
-from tests.service.live import LiveServer, assert_error_shape, b64, png_bytes
+from tests.service.live import LiveServer, assert_error_shape, b64, metric, png_bytes
 
 MAX_BODY = 256 * 1024
 MAX_PIXELS = 512 * 512
@@ -42,7 +46,7 @@ def _settings(tiny_model_dir: Any, **changes: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 def broker() -> CountingBroker:
-    return CountingBroker(max_queue_depth=64)
+    return CountingBroker(Admission(max_queue_cost=64, max_queue_wait_s=60))
 
 
 @pytest.fixture(scope="module")
@@ -259,12 +263,76 @@ def test_a_passed_deadline_gets_504(tiny_model_dir: Any, pipeline: Pipeline) -> 
         assert_error_shape(answer, 504, "deadline_exceeded")
 
 
-def test_a_full_queue_gets_503_with_retry_after(tiny_model_dir: Any, pipeline: Pipeline) -> None:
-    settings = _settings(tiny_model_dir, max_queue_depth=2, retry_after_s=3)
-    with LiveServer(create_app(settings, pipeline=pipeline)) as live, live.client() as client:
-        answer = client.post("/v1/images/generations", json={"prompt": "a red circle", "n": 3, "steps": 2})
-        assert_error_shape(answer, 503, "queue_full")
-        assert answer.headers["retry-after"] == "3"
-        assert 'paella_rejected_total{reason="queue_full"}' in client.get("/metrics").text
-        ok = client.post("/v1/images/generations", json={"prompt": "a red circle", "n": 2, "steps": 2})
-        assert ok.status_code == 200
+class HeldPipeline:
+    """A pipeline whose batches wait for `release`, so that admitted work stays in the queue."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pipeline, name)
+
+    def images(self, draws: Any) -> Any:
+        self.started.set()
+        self.release.wait(timeout=30)
+        return self.pipeline.images(draws)
+
+
+def test_a_full_queue_gets_503_with_retry_after_and_a_request_larger_than_it_413(
+    tiny_model_dir: Any, pipeline: Pipeline
+) -> None:
+    held = HeldPipeline(pipeline)
+    unit = 32 * 32 * 2 / (256 * 256 * 8)  # one 32x32 picture at 2 steps, in cost units
+    settings = _settings(tiny_model_dir, max_queue_cost=2.5 * unit, retry_after_s=3)
+    body = {"prompt": "a red circle", "size": "32x32", "steps": 2}
+    with LiveServer(create_app(settings, pipeline=held)) as live, live.client() as client:  # type: ignore[arg-type]
+        too_large = client.post("/v1/images/generations", json={**body, "n": 3})
+        assert_error_shape(too_large, 413, "request_too_large")
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.post, "/v1/images/generations", json={**body, "n": 2})
+            assert held.started.wait(timeout=30)  # two images admitted and in the worker's hands
+            full = client.post("/v1/images/generations", json=body)
+            assert_error_shape(full, 503, "queue_full")
+            assert full.headers["retry-after"] == "3"  # no rate measured yet: the configured one
+            assert 'paella_rejected_total{reason="queue_full"}' in client.get("/metrics").text
+            held.release.set()
+            assert first.result(timeout=30).status_code == 200
+        assert client.post("/v1/images/generations", json=body).status_code == 200
+
+
+def test_a_client_that_leaves_is_counted_and_its_job_never_computed(
+    tiny_model_dir: Any, pipeline: Pipeline
+) -> None:
+    held = HeldPipeline(pipeline)
+    seen: list[str] = []
+    images = held.images
+
+    def recording(draws: Any) -> Any:
+        seen.extend(d.op.prompt for d in draws)
+        return images(draws)
+
+    held.images = recording  # type: ignore[method-assign]
+    settings = _settings(tiny_model_dir)
+    body = {"size": "32x32", "steps": 1}
+    with LiveServer(create_app(settings, pipeline=held)) as live, live.client() as client:  # type: ignore[arg-type]
+        before = metric(client.get("/metrics").text, "paella_cancelled_total")
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(
+                client.post, "/v1/images/generations", json={"prompt": "a red circle", **body}
+            )
+            assert held.started.wait(timeout=30)  # the worker is busy with the first request
+            with pytest.raises(httpx.ReadTimeout), live.client(timeout_s=0.5) as impatient:
+                impatient.post("/v1/images/generations", json={"prompt": "a blue square", **body})
+            for _ in range(100):
+                if metric(client.get("/metrics").text, "paella_cancelled_total") == before + 1:
+                    break
+                time.sleep(0.02)
+            held.release.set()
+            assert first.result(timeout=30).status_code == 200
+        assert (
+            client.post("/v1/images/generations", json={"prompt": "a green triangle", **body}).status_code
+            == 200
+        )
+        assert metric(client.get("/metrics").text, "paella_cancelled_total") == before + 1
+        assert "a blue square" not in seen and "a green triangle" in seen

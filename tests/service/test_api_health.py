@@ -105,3 +105,33 @@ def test_openapi_lists_every_field_with_its_bounds(client: httpx.Client) -> None
     ]:
         assert path in doc["paths"]
     assert "ErrorResponse" in schemas
+
+
+class FailingWarmup(SlowWarmup):
+    def warmup(self, largest: int, *, width: int, height: int) -> None:
+        raise RuntimeError("CUDA error: out of memory")
+
+
+def test_liveness_fails_when_the_worker_cannot_serve(
+    tiny_model_dir: Any, pipeline: Pipeline, tmp_path: Any
+) -> None:
+    settings = Settings(weights=tiny_model_dir, device="cpu")
+    broken = FailingWarmup(pipeline)
+    with LiveServer(create_app(settings, pipeline=broken), ready=False) as live, live.client() as client:  # type: ignore[arg-type]
+        for _ in range(500):
+            if client.get("/healthz").status_code == 503:
+                break
+            threading.Event().wait(0.02)
+        assert_error_shape(client.get("/healthz"), 503, "unhealthy")
+        assert_error_shape(client.get("/readyz"), 503, "not_ready")
+        answer = client.post("/v1/images/generations", json={"prompt": "a red circle"})
+        assert_error_shape(answer, 503, "worker_unavailable")  # at once, not at the deadline
+    nowhere = Settings(weights=tmp_path / "missing", device="cpu")
+    with LiveServer(create_app(nowhere), ready=False) as live, live.client() as client:
+        for _ in range(500):
+            if client.get("/healthz").status_code == 503:
+                break
+            threading.Event().wait(0.02)
+        assert_error_shape(client.get("/healthz"), 503, "unhealthy")
+        error = assert_error_shape(client.get("/readyz"), 503, "not_ready")
+        assert str(tmp_path) not in error["message"]  # no internal paths or exception text

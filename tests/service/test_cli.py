@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -73,3 +74,36 @@ def test_worker_serves_its_metrics_on_its_own_port(tiny_model_dir: Path) -> None
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.mark.slow
+def test_sigterm_drains_paella_serve_readiness_first_then_in_flight_work_then_exit() -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(PAELLA_DEVICE="cpu", PAELLA_HOST="127.0.0.1", PAELLA_PORT=str(port), PAELLA_DRAIN_S="1.5")
+    server = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        with httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(1) as pool:
+            body = {"prompt": "a large red circle in the center on a blue background", "n": 4, "steps": 8}
+            in_flight = pool.submit(client.post, "/v1/images/generations", json=body)
+            time.sleep(0.3)
+            server.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert client.get("/readyz").status_code == 503  # load balancers hear first
+            assert client.get("/healthz").status_code == 200  # ... while it still serves
+            answer = in_flight.result(timeout=60)
+            assert answer.status_code == 200 and len(answer.json()["data"]) == 4
+        assert server.wait(timeout=30) is not None
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

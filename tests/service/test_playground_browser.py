@@ -1,6 +1,7 @@
 """The playground in a real browser: headless Debian Chromium (driven by Selenium through Debian's
-chromedriver) against a real `paella serve` of the shipped paella-mini on the CPU. It generates, paints a
-mask and inpaints, outpaints, interpolates and composes, and keeps a screenshot in results/browser/."""
+chromedriver) against a real `paella serve` of the shipped paella-mini on the CPU, with an API key. It
+generates, paints a mask and inpaints, outpaints, interpolates and composes, and keeps a screenshot in
+results/browser/."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ FLAGS = (
     "--disable-dev-shm-usage",
 )
 WAIT_S = 60
+API_KEY = "playground-test-key"
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PAELLA_DEVICE": "cpu",
         "PAELLA_MAX_BATCH_SIZE": "2",
         "PAELLA_LOG_LEVEL": "warning",
+        "PAELLA_API_KEYS": API_KEY,
     }
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -96,11 +99,16 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
         driver.quit()
 
 
-def wait_ready(driver: WebDriver) -> None:
-    """Wait until the page has read the model's card (it marks <body data-ready>)."""
+def open_playground(driver: WebDriver, url: str) -> None:
+    """Load the page, give it the API key, and wait until it has read the model's card (<body data-ready>)."""
+    driver.get(url)
+    field = driver.find_element(By.ID, "api-key")
+    field.clear()
+    field.send_keys(API_KEY + "\t")
     WebDriverWait(driver, WAIT_S).until(
         lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
     )
+    assert not driver.find_element(By.ID, "error").is_displayed()
 
 
 def pictures(driver: WebDriver) -> list[WebElement]:
@@ -136,9 +144,12 @@ def set_value(driver: WebDriver, element_id: str, value: object) -> None:
 def test_generate_inpaint_outpaint_interpolate_compose(served: str, browser: WebDriver) -> None:
     driver = browser
     driver.get(served)
-    WebDriverWait(driver, WAIT_S).until(
-        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
-    )
+    driver.execute_script("sessionStorage.clear()")  # a first visit: no key yet
+    driver.refresh()
+    error = driver.find_element(By.ID, "error")
+    WebDriverWait(driver, WAIT_S).until(lambda d: error.is_displayed())
+    assert error.text == "401: a valid API key is required: Authorization: Bearer <key>"
+    open_playground(driver, served)
     assert "paella-mini" in driver.find_element(By.ID, "model").text
     set_value(driver, "steps", 6)
     set_value(driver, "seed", 11)
@@ -187,8 +198,8 @@ def test_generate_inpaint_outpaint_interpolate_compose(served: str, browser: Web
     canvas = driver.find_element(By.ID, "regions")
     half_width, half_height = canvas.size["width"] // 2, canvas.size["height"] // 2
     for prompt, left in (
-        ("a large red circle on a white background", -half_width + 2),
-        ("a large blue square on a white background", 2),
+        ("a large yellow square in the top left on a white background", -half_width + 2),
+        ("a large green triangle in the bottom right on a white background", 2),
     ):
         box = (
             ActionChains(driver).move_to_element_with_offset(canvas, left, -half_height + 2).click_and_hold()
@@ -208,10 +219,7 @@ def test_generate_inpaint_outpaint_interpolate_compose(served: str, browser: Web
 
 def test_api_errors_are_shown_plainly(served: str, browser: WebDriver) -> None:
     driver = browser
-    driver.get(served)
-    WebDriverWait(driver, WAIT_S).until(
-        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
-    )
+    open_playground(driver, served)
     set_value(driver, "n", 9)
     driver.find_element(By.ID, "generate").click()
     error = driver.find_element(By.ID, "error")
@@ -224,10 +232,7 @@ def test_fits_a_phone_width(served: str, browser: WebDriver) -> None:
     driver = browser
     driver.set_window_size(390, 844)
     try:
-        driver.get(served)
-        WebDriverWait(driver, WAIT_S).until(
-            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready")
-        )
+        open_playground(driver, served)
         for tab in ("generate", "picture", "interpolate", "compose"):
             driver.find_element(By.CSS_SELECTOR, f"[data-tab={tab}]").click()
             overflow = driver.execute_script(

@@ -13,7 +13,7 @@ from service.errors import DeadlineExceeded, ServiceError
 from service.gpu.worker import Worker
 from service.queue.inprocess import InProcessBroker
 from service.queue.jobs import Slice
-from tests.service.fakes import fake_execute, fake_job, fake_png
+from tests.service.fakes import fake_execute, fake_job, fake_png, inprocess
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -38,7 +38,7 @@ def test_32_concurrent_requests_form_batches_with_per_seed_results() -> None:
         return fake_execute(slices)
 
     async def scenario() -> None:
-        broker = InProcessBroker(max_queue_depth=1000)
+        broker = inprocess()
         worker = Worker(broker, execute, max_batch_size=8, max_wait_ms=20)
         count, total = sample("paella_batch_size_count"), sample("paella_batch_size_sum")
         one = sample("paella_batch_size_bucket", {"le": "1.0"})
@@ -61,26 +61,52 @@ def test_32_concurrent_requests_form_batches_with_per_seed_results() -> None:
     asyncio.run(scenario())
 
 
-def test_executor_error_fails_every_job_of_the_batch() -> None:
+def test_a_poisonous_job_fails_alone_and_its_batch_mates_are_answered() -> None:
+    batches: list[list[str]] = []
+
     def execute(slices: list[Slice]) -> list[list[bytes]]:
-        if any(fake_png(s.job, 0).startswith(b"bad/") for s in slices):
+        batches.append([str(s.job.seeds[0]) for s in slices])
+        if any(s.job.seeds[0] == 13 for s in slices):
             raise RuntimeError("boom")
         return fake_execute(slices)
 
     async def scenario() -> None:
-        broker = InProcessBroker(max_queue_depth=100)
-        worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=10)
+        broker = inprocess()
+        worker = Worker(broker, execute, max_batch_size=8, max_wait_ms=50)
 
         async def body() -> None:
-            bad = fake_job([1, 2, 3, 4, 5, 6], "bad")
-            good = fake_job([7], "other")
-            results = await asyncio.gather(broker.submit(bad), broker.submit(good), return_exceptions=True)
-            assert isinstance(results[0], ServiceError)
-            assert (results[0].status, results[0].code) == (500, "generation_failed")
-            assert results[1] == [fake_png(good, 7)]
+            jobs = [fake_job([12]), fake_job([13, 14]), fake_job([15])]  # one key: one batch
+            results = await asyncio.gather(*(broker.submit(j) for j in jobs), return_exceptions=True)
+            assert results[0] == [fake_png(jobs[0], 12)] and results[2] == [fake_png(jobs[2], 15)]
+            assert isinstance(results[1], ServiceError)
+            assert (results[1].status, results[1].code) == (500, "generation_failed")
 
         await with_worker(broker, worker, body)
-        assert len(worker.batcher) == 0  # the failed job's second slice was discarded
+        assert batches == [["12", "13", "15"], ["12"], ["13"], ["15"]]  # together, then one by one
+        assert len(worker.batcher) == 0 and await broker.depth() == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_hung_executor_is_abandoned_and_the_worker_stops_being_alive() -> None:
+    release = threading.Event()
+
+    def execute(slices: list[Slice]) -> list[list[bytes]]:
+        release.wait(10)
+        return fake_execute(slices)
+
+    async def scenario() -> None:
+        broker = inprocess()
+        worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=0, hang_timeout_s=0.3)
+        task = asyncio.create_task(worker.run())
+        await worker.ready.wait()
+        assert worker.alive
+        with pytest.raises(ServiceError) as info:
+            await asyncio.wait_for(broker.submit(fake_job([1])), timeout=5)
+        assert (info.value.status, info.value.code) == (503, "worker_unavailable")  # not a 504 much later
+        await asyncio.wait_for(task, timeout=5)  # the loop stopped without waiting for the stuck thread
+        assert worker.hung and not worker.alive
+        release.set()
 
     asyncio.run(scenario())
 
@@ -93,7 +119,7 @@ def test_expired_work_is_answered_504_without_reaching_the_executor() -> None:
         return fake_execute(slices)
 
     async def scenario() -> None:
-        broker = InProcessBroker(max_queue_depth=100)
+        broker = inprocess()
         worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=0)
         expired = fake_job([1], timeout_s=-1)  # already past its deadline
         with pytest.raises(DeadlineExceeded):
@@ -124,7 +150,7 @@ def test_warmup_runs_before_ready_and_stop_finishes_the_batch_in_hand() -> None:
         return fake_execute(slices)
 
     async def scenario() -> None:
-        broker = InProcessBroker(max_queue_depth=100)
+        broker = inprocess()
         worker = Worker(broker, execute, max_batch_size=1, max_wait_ms=0, warmup=warmup)
         before = sample("paella_worker_up")
         task = asyncio.create_task(worker.run())
@@ -167,7 +193,7 @@ def test_pictures_are_encoded_in_the_pool_while_the_gpu_runs_the_next_batch() ->
         return picture.encode()
 
     async def scenario() -> None:
-        broker = InProcessBroker(max_queue_depth=100)
+        broker = inprocess()
         worker = Worker(broker, execute, max_batch_size=1, max_wait_ms=0, encode=encode, encoders=2)
 
         async def body() -> None:
@@ -187,7 +213,7 @@ def test_a_failed_encoding_fails_its_jobs_with_500() -> None:
         raise OSError("disk full")
 
     async def scenario() -> None:
-        broker = InProcessBroker(max_queue_depth=100)
+        broker = inprocess()
         worker = Worker(broker, fake_execute, max_batch_size=4, max_wait_ms=0, encode=encode)
 
         async def body() -> None:

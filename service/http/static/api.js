@@ -1,5 +1,20 @@
 // The service's HTTP API as the playground uses it: every image endpoint answers
-// {"data": [{"b64_json" | "url", "seed"}]}; every error carries error.message.
+// {"data": [{"b64_json" | "url", "seed"}]}; every error carries error.message. With PAELLA_API_KEYS set,
+// every call carries the key typed in the page (kept for this tab only).
+
+const KEY = "paella-api-key";
+
+export function setKey(key) {
+  sessionStorage.setItem(KEY, key);
+}
+
+export function key() {
+  return sessionStorage.getItem(KEY) ?? "";
+}
+
+function authorised(headers = {}) {
+  return key() ? { ...headers, Authorization: `Bearer ${key()}` } : headers;
+}
 
 export class ApiError extends Error {
   constructor(status, message, ms) {
@@ -11,7 +26,7 @@ export class ApiError extends Error {
 
 // The served model's card: its name, native canvas and size_multiple.
 export async function model() {
-  const response = await fetch("/v1/models");
+  const response = await fetch("/v1/models", { headers: authorised() });
   const body = await response.json();
   if (!response.ok) throw new ApiError(response.status, messageOf(body, response));
   return body.data[0];
@@ -21,8 +36,8 @@ export async function model() {
 // {images: [{src, seed}], ms}, ms being the request's latency as the browser saw it.
 export async function images(path, body) {
   const init = body instanceof FormData
-    ? { method: "POST", body }
-    : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+    ? { method: "POST", headers: authorised(), body }
+    : { method: "POST", headers: authorised({ "Content-Type": "application/json" }), body: JSON.stringify(body) };
   const started = performance.now();
   let response;
   let text;

@@ -1,6 +1,6 @@
 // The playground: reads the controls, calls the API and puts every answer in the gallery.
 
-import { ApiError, images, model } from "./api.js";
+import { ApiError, images, key, model, setKey } from "./api.js";
 import { Editor } from "./editor.js";
 import { Gallery } from "./gallery.js";
 import { Regions } from "./regions.js";
@@ -168,7 +168,12 @@ function selectTab(name) {
 }
 for (const tab of document.querySelectorAll("[role=tab]")) tab.addEventListener("click", () => selectTab(tab.dataset.tab));
 
-// ---- start: the model's sizes
+// ---- the API key, where the service asks for one
+
+$("api-key").value = key();
+$("api-key").addEventListener("change", () => setKey($("api-key").value.trim()));
+
+// ---- start: the model's sizes (retried until the model answers, or a key is given)
 
 async function start() {
   try {
