@@ -84,17 +84,19 @@ class Result:
     started: float
     latency_s: float
     status: int
+    retry_after: str | None = None
 
 
 async def _send(client: httpx.AsyncClient, request: Request, results: list[Result]) -> None:
     path, body = request
     start = time.perf_counter()
+    retry_after = None
     try:
         answer = await client.post(path, json=body, headers={"Accept": "image/png"})
-        status = answer.status_code
+        status, retry_after = answer.status_code, answer.headers.get("retry-after")
     except httpx.HTTPError:
         status = 0  # no answer at all
-    results.append(Result(start, time.perf_counter() - start, status))
+    results.append(Result(start, time.perf_counter() - start, status, retry_after))
 
 
 def _client(url: str, timeout_s: float) -> httpx.AsyncClient:
@@ -145,11 +147,14 @@ def summary(results: list[Result], elapsed: float) -> dict[str, Any]:
     def pct(q: float) -> float | None:
         return round(1000 * ok[min(len(ok) - 1, int(q * len(ok)))], 1) if ok else None
 
+    shed = [int(r.retry_after) for r in results if r.status == 503 and r.retry_after is not None]
+    retry = {"min": min(shed), "median": statistics.median(shed), "max": max(shed)} if shed else None
     return {
         "requests": len(results),
         "ok": len(ok),
         "errors": len(results) - len(ok),
         "statuses": dict(Counter(str(r.status) for r in results)),
+        "retry_after_s": retry,
         "p50_ms": pct(0.5),
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),

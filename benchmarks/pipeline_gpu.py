@@ -210,7 +210,8 @@ def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) ->
             "PAELLA_LOG_LEVEL": "warning",
         }
         start = time.perf_counter()
-        with service("serve", env, ready_timeout_s=600) as url:
+        with service("serve", env, ready_timeout_s=600) as running:
+            url = running.url
             out["service_startup_s"] = round(time.perf_counter() - start, 1)
             size = httpx.get(f"{url}/v1/models").json()["data"][0]["image_size"]
             uniform = Workload(size, mix=False, prompt=PROMPT)

@@ -85,7 +85,7 @@ def main() -> None:
             return to_png(pipeline.images([Draw(op, seed, pipeline.config.sampler)])[0])
 
         env = {"PAELLA_WEIGHTS": str(weights), "PAELLA_DEVICE": "cpu", "OMP_NUM_THREADS": str(args.threads)}
-        with paella("serve", env) as url, httpx.Client(base_url=url, timeout=120) as http:
+        with paella("serve", env) as running, httpx.Client(base_url=running.url, timeout=120) as http:
 
             def service(seed: int) -> bytes:
                 answer = http.post("/v1/images/generations", json={**request, "seed": seed})

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,12 +31,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Running:
+    """A service process: where it answers, and its pid."""
+
+    url: str
+    pid: int
+
+
 @contextmanager
 def service(
     command: str = "serve", env: Mapping[str, str] | None = None, ready_timeout_s: float = 600.0
-) -> Iterator[str]:
-    """A `paella <command>` process on a free local port, ready (its /readyz answered 200); yields its URL
-    and stops it with SIGTERM at the end. `env` adds PAELLA_* settings to this process's environment."""
+) -> Iterator[Running]:
+    """A `paella <command>` process on a free local port, ready (its /readyz answered 200); stopped with
+    SIGTERM at the end. `env` adds PAELLA_* settings to this process's environment."""
     port = free_port()
     full = {**os.environ, "PAELLA_HOST": "127.0.0.1", "PAELLA_PORT": str(port), **(env or {})}
     full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full.get("PYTHONPATH")]))
@@ -54,7 +63,7 @@ def service(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"paella {command} was not ready within {ready_timeout_s} s")
             time.sleep(0.1)
-        yield url
+        yield Running(url, process.pid)
     finally:
         process.terminate()
         try:

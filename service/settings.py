@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         "a request costing more is refused with 413",
     )
     max_queue_wait_s: float = Field(
-        default=30.0,
+        default=5.0,
         gt=0,
         description="admit only what the workers' measured rate finishes within this; the rest get 503 "
         "with the Retry-After that rate predicts",
