@@ -1,7 +1,8 @@
 """The weight folder format, checked without loading any tensor (so the HTTP side can read a config).
 
-A folder holds config.json, one safetensors file per network (`PARTS`), optional extra files (a word
-list, a model card) and manifest.json with the sha256 of every other file, checked on every read.
+A folder holds config.json, one safetensors file per network (`PARTS`, and any of `OPTIONAL_PARTS`),
+optional extra files (a word list, a model card) and manifest.json with the sha256 of every other file,
+checked on every read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 from model.config import ModelConfig
 
 PARTS = ("denoiser", "vqgan", "clip")
+# The denoiser fine-tuned on CLIP image embeddings (v1's `model_50000_img.pt`): where a folder has it,
+# variations run on it; it shares the text denoiser's architecture and config.
+OPTIONAL_PARTS = ("image_denoiser",)
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
 
@@ -27,6 +31,12 @@ def read_config(path: str | Path) -> ModelConfig:
     path = Path(path)
     verify(path, [CONFIG])
     return ModelConfig.from_dict(json.loads((path / CONFIG).read_text()))
+
+
+def parts_in(path: str | Path) -> tuple[str, ...]:
+    """The networks a folder holds, by its manifest: every one of `PARTS` and those of `OPTIONAL_PARTS`."""
+    manifest = _manifest(Path(path))
+    return (*PARTS, *(p for p in OPTIONAL_PARTS if part_file(p) in manifest))
 
 
 def read_extra(path: str | Path, name: str) -> bytes:
@@ -57,7 +67,7 @@ def write_manifest(path: Path, names: Iterable[str]) -> None:
 
 def check_extra_names(names: Iterable[str]) -> None:
     """Extra files are plain names that do not overwrite a file the format owns."""
-    owned = {CONFIG, MANIFEST, *(part_file(p) for p in PARTS)}
+    owned = {CONFIG, MANIFEST, *(part_file(p) for p in (*PARTS, *OPTIONAL_PARTS))}
     for name in names:
         _check_name(name)
         if name in owned:

@@ -1,6 +1,7 @@
-"""CUDA graphs per batch bucket: a function of batched tensors captured once per (bucket, input shapes,
-settings) and replayed over static copies of its inputs. Replaying the whole sampling loop launches the
-~6,000 kernels of an 8-step Paella v1 sample at once, so small batches are no longer bound by the host.
+"""CUDA graphs per batch bucket (and `compile_batched`, torch.compile over the batch dimension): a
+function of batched tensors captured once per (bucket, input shapes, settings) and replayed over static
+copies of its inputs. Replaying the whole sampling loop launches the ~6,000 kernels of an 8-step Paella v1
+sample at once, so small batches are no longer bound by the host.
 
 Batches are padded up to the next bucket (padded rows are zeros: valid inputs whose outputs are thrown
 away). All captures share one memory pool; each replay's output (a tensor, or a named tuple of them) is copied
@@ -9,6 +10,7 @@ out before another replay can reuse that memory.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -95,3 +97,23 @@ def _first_rows(out: Any, n: int) -> Any:
     if isinstance(out, Tensor):
         return out[:n].clone()
     return type(out)(*(t[:n].clone() for t in out))
+
+
+def compile_batched(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """`fn` through torch.compile, one compilation for every batch size (the batch dimension symbolic, every
+    other one fixed, so kernels stay specialised to the canvas); if compiling fails, `fn` from then on."""
+    compiled = torch.compile(fn)
+    failed: list[Exception] = []
+
+    def call(*args: Tensor) -> Tensor:
+        if not failed:
+            for a in args:
+                torch._dynamo.maybe_mark_dynamic(a, 0)
+            try:
+                return compiled(*args)
+            except Exception as e:  # a compiler error is no reason to stop serving
+                failed.append(e)
+                warnings.warn(f"torch.compile failed, running eagerly: {e!r}", RuntimeWarning, stacklevel=2)
+        return fn(*args)
+
+    return call

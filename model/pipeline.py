@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from model.conditioning import interpolate, region_map
 from model.config import RENOISE_MODES, ModelConfig
 from model.denoiser import Denoiser
 from model.folder import read_extra
-from model.graphs import BUCKETS, BucketGraphs
+from model.graphs import BUCKETS, BucketGraphs, compile_batched
 from model.kernels import available, pick_codes_fused
 from model.ops import (
     Composition,
@@ -50,6 +49,8 @@ class Pipeline:
     Args:
         config: the model's configuration.
         denoiser, vqgan, clip: the networks; placed on `device` (in `dtype` if given) and frozen here.
+        image_denoiser: the denoiser fine-tuned on CLIP image embeddings; when given, variations run on it
+            (eagerly: the fast path compiles the text denoiser only), in batches of their own.
         device: where the networks live.
         dtype: the networks' floating-point type; None keeps theirs.
         exact_vqgan: run the VQGAN image by image so that no pixel or token depends on the batch (batched
@@ -64,6 +65,7 @@ class Pipeline:
         vqgan: VQGAN,
         clip: ClipEncoder,
         *,
+        image_denoiser: Denoiser | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         exact_vqgan: bool | None = None,
@@ -71,9 +73,11 @@ class Pipeline:
     ):
         self.config = config
         self.device = torch.device(device)
-        for module in (denoiser, vqgan, clip):  # the one place modules are placed and frozen
-            module.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
+        for module in (denoiser, vqgan, clip, image_denoiser):  # the one place modules are placed and frozen
+            if module is not None:
+                module.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
         self.denoiser, self.vqgan, self.clip = denoiser, vqgan, clip
+        self.image_denoiser = image_denoiser
         self.exact_vqgan = self.device.type == "cpu" if exact_vqgan is None else exact_vqgan
         self.pick = pick
         self.buckets: tuple[int, ...] | None = None  # set by `accelerate`
@@ -92,7 +96,11 @@ class Pipeline:
             vqgan = load_module(VQGAN(config.vqgan), tensors["vqgan"], dtype=dtype)
             clip = ClipEncoder(config.clip, vocab, cache_size=1024)
             load_module(clip.model, tensors["clip"], dtype=dtype)
-        return cls(config, denoiser, vqgan, clip, device=device, dtype=dtype)
+            image = tensors.get("image_denoiser")
+            image_denoiser = (
+                None if image is None else load_module(Denoiser(config.denoiser), image, dtype=dtype)
+            )
+        return cls(config, denoiser, vqgan, clip, image_denoiser=image_denoiser, device=device, dtype=dtype)
 
     # ---- the two entries
 
@@ -115,8 +123,8 @@ class Pipeline:
             torch.backends.cudnn.benchmark = True
             self.vqgan.to(memory_format=torch.channels_last)
         native = self.config.grid(self.config.image_size, self.config.image_size)
-        compiled = _compiled(self.denoiser) if compile else self.denoiser
-        compiled_decode = _compiled(self.vqgan.decode) if compile else self.vqgan.decode
+        compiled = compile_batched(self.denoiser) if compile else self.denoiser
+        compiled_decode = compile_batched(self.vqgan.decode) if compile else self.vqgan.decode
         num_labels, pick = self.config.denoiser.num_labels, self.pick
 
         def run(*tensors: Tensor, **facts: Any) -> Sampled:
@@ -136,8 +144,18 @@ class Pipeline:
 
     @torch.inference_mode()
     def tokens(self, draws: Sequence[Draw]) -> Tensor:
-        """Token grids [B, h, w] int64 of draws sharing one canvas and one step count, as one batch."""
-        return self.sample(self.rows(draws)).tokens
+        """Token grids [B, h, w] int64 of draws sharing one canvas and one step count, as one batch (of
+        variations only, or of no variation, when there is an image denoiser)."""
+        return self._sampled(self.rows(draws), draws).tokens
+
+    def _sampled(self, rows: Rows, draws: Sequence[Draw]) -> Sampled:
+        """`sample(rows)`, on the image denoiser when the draws are variations and there is one."""
+        variations = sum(isinstance(d.op, Variation) for d in draws)
+        if self.image_denoiser is None or variations == 0:
+            return self.sample(rows)
+        if variations < len(draws):
+            raise ValueError("variations run on the image denoiser: batch them apart from other operations")
+        return sample(self.image_denoiser, rows, num_labels=self.config.denoiser.num_labels, pick=self.pick)
 
     @torch.inference_mode()
     def sample(self, rows: Rows) -> Sampled:
@@ -168,7 +186,7 @@ class Pipeline:
         `previews[i]`: one sampling pass; the pictures decoded as `images` decodes them, the previews in a
         second batch."""
         steps = tuple(sorted({s for wanted in previews for s in wanted}))
-        out = self.sample(dataclasses.replace(self.rows(draws), snapshots=steps))
+        out = self._sampled(dataclasses.replace(self.rows(draws), snapshots=steps), draws)
         pictures = self.decode(out.tokens)
         picks = [(i, steps.index(s)) for i, wanted in enumerate(previews) for s in wanted]
         if not picks:
@@ -361,23 +379,3 @@ class Pipeline:
         kernels, graphs and allocator caches are ready before traffic."""
         for n in self.batch_sizes(largest):
             self.images([Draw(Generate("", width, height), i, self.config.sampler) for i in range(n)])
-
-
-def _compiled(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """`fn` through torch.compile, one compilation for every batch size (the batch dimension symbolic, every
-    other one fixed, so kernels stay specialised to the canvas); if compiling fails, `fn` from then on."""
-    compiled = torch.compile(fn)
-    failed: list[Exception] = []
-
-    def call(*args: Tensor) -> Tensor:
-        if not failed:
-            for a in args:
-                torch._dynamo.maybe_mark_dynamic(a, 0)
-            try:
-                return compiled(*args)
-            except Exception as e:  # a compiler error is no reason to stop serving
-                failed.append(e)
-                warnings.warn(f"torch.compile failed, running eagerly: {e!r}", RuntimeWarning, stacklevel=2)
-        return fn(*args)
-
-    return call

@@ -9,18 +9,31 @@ import dataclasses
 import json
 import math
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from model.clip import ClipEncoder, WordTokenizer
 from model.config import PAELLA_V1, DenoiserConfig, ModelConfig, VQGANConfig
 from model.denoiser import Denoiser
-from model.folder import CONFIG, PARTS, check_extra_names, part_file, read_config, verify, write_manifest
+from model.folder import (
+    CONFIG,
+    OPTIONAL_PARTS,
+    PARTS,
+    check_extra_names,
+    part_file,
+    parts_in,
+    read_config,
+    verify,
+    write_manifest,
+)
 from model.vqgan import VQGAN
 
 StateDict = dict[str, Tensor]
@@ -40,7 +53,8 @@ def write_folder(
     Args:
         path: the folder, created if needed.
         config: stored as config.json.
-        tensors: state dicts by part ("denoiser", "vqgan", "clip"), each saved as `<part>.safetensors`.
+        tensors: state dicts by part ("denoiser", "vqgan", "clip", and optionally "image_denoiser"), each
+            saved as `<part>.safetensors`.
         extra_files: more files by name, e.g. {"vocab.json": ..., "README.md": ...}.
         dtype: if given, floating-point tensors are cast to it; others are kept as they are.
 
@@ -49,9 +63,9 @@ def write_folder(
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    unknown = set(tensors) - set(PARTS)
+    unknown = set(tensors) - {*PARTS, *OPTIONAL_PARTS}
     if unknown:
-        raise ValueError(f"unknown parts {sorted(unknown)}; expected some of {PARTS}")
+        raise ValueError(f"unknown parts {sorted(unknown)}; expected some of {(*PARTS, *OPTIONAL_PARTS)}")
     extra = dict(extra_files or {})
     check_extra_names(extra)
     written = [CONFIG]
@@ -66,12 +80,18 @@ def write_folder(
     return path
 
 
-def read_folder(path: str | Path, parts: Iterable[str] = PARTS) -> tuple[ModelConfig, dict[str, StateDict]]:
-    """The config and the state dicts of `parts`, after checking each file read against the manifest
-    (a whole read checks the extra files too)."""
+def read_folder(
+    path: str | Path, parts: Iterable[str] | None = None
+) -> tuple[ModelConfig, dict[str, StateDict]]:
+    """The config and the state dicts of `parts` (None: every part the folder holds), after checking each
+    file read against the manifest (a whole read checks the extra files too)."""
     path = Path(path)
-    parts = tuple(parts)
-    verify(path, None if set(parts) == set(PARTS) else [part_file(p) for p in parts])
+    if parts is None:
+        parts = parts_in(path)
+        verify(path)
+    else:
+        parts = tuple(parts)
+        verify(path, [part_file(p) for p in parts])
     return read_config(path), {part: load_file(path / part_file(part)) for part in parts}
 
 
@@ -116,31 +136,34 @@ def load_module(module: M, state: Mapping[str, Tensor], *, dtype: torch.dtype | 
     return module
 
 
-def load_official_denoiser(path: str | Path, **config: Any) -> Denoiser:
+def load_official_denoiser(path: str | Path, *, allow_pickle: bool = False, **config: Any) -> Denoiser:
     """The published `DenoiseUNet` (a torch.save'd plain state_dict) as a frozen `Denoiser` in eval mode.
 
     Args:
-        path: the checkpoint, e.g. `model_600000.pt`.
+        path: the checkpoint, e.g. `model_600000.pt` (text) or `model_50000_img.pt` (image-conditioned).
+        allow_pickle: also read a checkpoint holding pickled objects besides tensors (see `_torch_load`).
         **config: constructor keywords of the published class (num_labels, c_hidden, c_clip, c_r,
             down_levels, up_levels); v1's values by default.
     """
-    state = _torch_load(path)
+    state = _torch_load(path, allow_pickle=allow_pickle)
     with torch.device("meta"):
         model = Denoiser(DenoiserConfig.from_dict(config))
     return _frozen(_load_strict(path, model, state))
 
 
-def load_official_vqgan(path: str | Path, **config: Any) -> VQGAN:
+def load_official_vqgan(path: str | Path, *, allow_pickle: bool = False, **config: Any) -> VQGAN:
     """The published Gumbel VQGAN (a dict with 'state_dict') as a frozen `VQGAN` in eval mode.
 
     Training-only `loss.*` entries are ignored.
 
     Args:
         path: the checkpoint, e.g. `vqgan.gumbelf8-sber.model.ckpt`.
+        allow_pickle: also read a checkpoint holding pickled objects besides tensors, as Lightning
+            checkpoints do (see `_torch_load`).
         **config: taming-transformers' ddconfig keywords (ch, ch_mult, num_res_blocks,
             attn_resolutions, z_channels, embed_dim, n_embed, resolution, ...); v1's by default.
     """
-    checkpoint = _torch_load(path)
+    checkpoint = _torch_load(path, allow_pickle=allow_pickle)
     if not isinstance(checkpoint.get("state_dict"), Mapping):
         raise ValueError(f"{path}: expected a dict with a 'state_dict' entry")
     state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("loss.")}
@@ -150,47 +173,86 @@ def load_official_vqgan(path: str | Path, **config: Any) -> VQGAN:
 
 
 def convert_official(
-    denoiser: Path, vqgan: Path, clip: Path, out: Path, *, dtype: torch.dtype = torch.float32
+    denoiser: Path,
+    vqgan: Path,
+    clip: Path,
+    out: Path,
+    *,
+    image_denoiser: Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+    progress: bool = False,
 ) -> Path:
-    """Turn the three published v1 files into a weight folder with config PAELLA_V1.
+    """Turn the published v1 files into a weight folder with config PAELLA_V1.
 
     Args:
         denoiser: Paella's `model_600000.pt`.
         vqgan: ruDALL-E's `vqgan.gumbelf8-sber.model.ckpt`.
-        clip: OpenCLIP ViT-g-14's `open_clip_pytorch_model.bin` (a plain state_dict, stored as is).
+        clip: OpenCLIP ViT-g-14's `open_clip_pytorch_model.bin` (a plain state_dict) or, from the model
+            hub's layout, `open_clip_model.safetensors`; stored as is.
         out: the folder to write.
+        image_denoiser: the denoiser fine-tuned on CLIP image embeddings (`model_50000_img.pt`), which
+            then runs the variations; None leaves it out.
         dtype: floating-point tensors are stored in this type.
+        allow_pickle: read checkpoints that hold pickled objects besides tensors (a Lightning `.ckpt`);
+            this runs code from the files, so only for files from a source you trust.
+        progress: show a progress bar on stderr.
 
     Returns:
         The folder's path.
     """
-    clip_state = _torch_load(clip)
-    if not all(isinstance(v, Tensor) for v in clip_state.values()):
-        raise ValueError(f"{clip}: expected a plain state_dict of tensors")
     config = PAELLA_V1
-    tensors = {
-        "denoiser": load_official_denoiser(denoiser, **dataclasses.asdict(config.denoiser)).state_dict(),
-        "vqgan": load_official_vqgan(vqgan, **dataclasses.asdict(config.vqgan)).state_dict(),
-        "clip": clip_state,
+    den = dataclasses.asdict(config.denoiser)
+    readers: dict[str, Callable[[], StateDict]] = {
+        "denoiser": lambda: load_official_denoiser(denoiser, allow_pickle=allow_pickle, **den).state_dict(),
+        "vqgan": lambda: load_official_vqgan(
+            vqgan, allow_pickle=allow_pickle, **dataclasses.asdict(config.vqgan)
+        ).state_dict(),
+        "clip": lambda: _clip_state(clip, allow_pickle=allow_pickle),
     }
-    card = _MODEL_CARD.format(denoiser=Path(denoiser).name, vqgan=Path(vqgan).name, clip=Path(clip).name)
-    return write_folder(out, config, tensors, extra_files={"README.md": card.encode()}, dtype=dtype)
+    sources = {"denoiser": denoiser, "vqgan": vqgan, "clip": clip}
+    if image_denoiser is not None:
+        readers["image_denoiser"] = lambda: load_official_denoiser(
+            image_denoiser, allow_pickle=allow_pickle, **den
+        ).state_dict()
+        sources["image_denoiser"] = image_denoiser
+    tensors = {}
+    with tqdm(total=len(readers) + 1, desc="convert-weights", unit="step", disable=not progress) as bar:
+        for part, read in readers.items():
+            bar.set_postfix_str(f"reading {Path(sources[part]).name}")
+            tensors[part] = read()
+            bar.update()
+        bar.set_postfix_str(f"writing {out}")
+        files = "\n".join(f"- {part}: `{Path(s).name}` ({_SOURCES[part]})" for part, s in sources.items())
+        card = _MODEL_CARD.format(files=files).encode()
+        folder = write_folder(out, config, tensors, extra_files={"README.md": card}, dtype=dtype)
+        bar.update()
+    return folder
 
 
+_SOURCES = {
+    "denoiser": "Paella v1 `DenoiseUNet`",
+    "vqgan": "ruDALL-E's f8 Gumbel VQGAN",
+    "clip": "OpenCLIP ViT-g-14, laion2b_s12b_b42k",
+    "image_denoiser": "Paella v1 `DenoiseUNet` fine-tuned on CLIP image embeddings; runs the variations",
+}
 _MODEL_CARD = """# paella-v1
 
 Paella v1 (Rampas et al. 2022, arXiv 2211.07292), converted from the published files:
 
-- denoiser: `{denoiser}` (Paella v1 `DenoiseUNet`)
-- vqgan: `{vqgan}` (ruDALL-E's f8 Gumbel VQGAN)
-- clip: `{clip}` (OpenCLIP ViT-g-14, laion2b_s12b_b42k)
+{files}
 
 The tensors are unchanged apart from their storage type; see each source for its licence.
 """
 
 
-def _torch_load(path: str | Path) -> dict[str, Any]:
-    """A checkpoint of plain tensors and containers, memory-mapped when its format allows."""
+def _torch_load(path: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
+    """A checkpoint of plain tensors and containers, memory-mapped when its format allows.
+
+    A checkpoint that also pickles objects (a Lightning `.ckpt`: callbacks, hyperparameters) is refused
+    unless `allow_pickle`; then it is unpickled, with a warning since that runs code from the file, and
+    objects whose classes are not installed here become inert stand-ins.
+    """
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -199,10 +261,56 @@ def _torch_load(path: str | Path) -> dict[str, Any]:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: holds more than tensors and plain containers; not loaded") from e
+        if not allow_pickle:
+            raise ValueError(
+                f"{path}: holds pickled objects besides tensors and plain containers; not loaded. Reading "
+                "it runs code from the file: allow it (--allow-pickle) only for a file you trust"
+            ) from e
+        warnings.warn(f"{path}: unpickling its objects (allow_pickle) runs code from the file", stacklevel=3)
+        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TOLERANT_PICKLE)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: expected a dict, found {type(obj).__name__}")
     return dict(obj)
+
+
+def _clip_state(path: str | Path, *, allow_pickle: bool) -> StateDict:
+    """OpenCLIP's state dict from its `.bin` (torch.save) or the model hub's `.safetensors`."""
+    state = (
+        load_file(path)
+        if Path(path).suffix == ".safetensors"
+        else _torch_load(path, allow_pickle=allow_pickle)
+    )
+    if not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a plain state_dict of tensors")
+    return state
+
+
+class _StandIn(dict[Any, Any]):
+    """An unpickled object whose class is not installed here: its state kept, no code of it run."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _StandIn:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def __setstate__(self, state: Any) -> None:
+        self["__state__"] = state
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_StandIn,), {"__module__": module})
+
+
+_TOLERANT_PICKLE = SimpleNamespace(
+    __name__="tolerant_pickle",
+    Unpickler=_TolerantUnpickler,
+    load=lambda file, **kwargs: _TolerantUnpickler(file, **kwargs).load(),
+)
 
 
 def _load_strict(path: str | Path, module: M, state: Mapping[str, Tensor]) -> M:

@@ -4,12 +4,7 @@ set -euo pipefail
 port=${REDIS_PORT:-6379}
 answers() { redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; }
 command -v redis-cli >/dev/null 2>&1 && answers && exit 0
-if ! command -v redis-server >/dev/null 2>&1; then
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
-fi
+command -v redis-server >/dev/null 2>&1 || "$(dirname "$0")/apt-install.sh" redis-server
 redis-server --daemonize yes --port "$port" --save "" --appendonly no >/dev/null
 for _ in $(seq 50); do answers && exit 0; sleep 0.1; done
 echo "redis-server did not answer on port $port" >&2

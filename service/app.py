@@ -18,6 +18,7 @@ from service.http.errors import install_error_handlers
 from service.http.image_store import ImageStore, MemoryImageStore, RedisImageStore
 from service.http.limits import Limits
 from service.http.middleware import BodyLimit, RequestId, RequestMetrics
+from service.http.playground import router as playground
 from service.http.routes import router
 from service.queue.admission import Admission
 from service.queue.broker import Broker, WorkQueue
@@ -146,6 +147,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(playground)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(Access, keys=settings.keys(), limits=limits)
     if settings.origins():

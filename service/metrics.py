@@ -52,6 +52,9 @@ CANCELLED = Counter(
     "paella_cancelled", "Requests withdrawn because their client left before the answer (never computed)"
 )
 REDELIVERIES = Counter("paella_redeliveries", "Queue entries reclaimed from a dead or stuck worker")
+DEAD_LETTERS = Counter(
+    "paella_dead_letters", "Queue entries moved to the dead letters after too many deliveries"
+)
 WORKER_UP = Gauge("paella_worker_up", "Workers warmed up and running", multiprocess_mode="livesum")
 
 _gpu_memory: Gauge | None = None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from model.clip import WordTokenizer
 from model.config import CLIPConfig, DenoiserConfig, ModelConfig, SamplerConfig, VQGANConfig
@@ -65,6 +69,18 @@ def write_tiny_model(path: Path, seed: int = 0) -> Path:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Paella weight folder (see `tiny_model_config`), written once per session."""
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A fresh Redis key prefix on the test Redis (`PAELLA_TEST_REDIS_URL`); its keys are deleted after."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    client = redis.Redis.from_url(os.environ.get("PAELLA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

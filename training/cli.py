@@ -71,9 +71,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     convert.add_argument("denoiser", type=Path, help="Paella's model_600000.pt")
     convert.add_argument("vqgan", type=Path, help="ruDALL-E's vqgan.gumbelf8-sber.model.ckpt")
-    convert.add_argument("clip", type=Path, help="OpenCLIP ViT-g-14's open_clip_pytorch_model.bin")
+    convert.add_argument(
+        "clip",
+        type=Path,
+        help="OpenCLIP ViT-g-14's open_clip_pytorch_model.bin or the model hub's open_clip_model.safetensors",
+    )
     convert.add_argument("--out", type=Path, required=True, help="the weight folder to write")
+    convert.add_argument(
+        "--image-denoiser",
+        type=Path,
+        help="the denoiser fine-tuned on CLIP image embeddings (model_50000_img.pt); it runs the variations",
+    )
     convert.add_argument("--bf16", action="store_true", help="store floating-point tensors as bfloat16")
+    convert.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also read checkpoints that pickle objects besides tensors (Lightning .ckpt files); this runs "
+        "code from the files: only for files you trust",
+    )
     convert.set_defaults(handler=_convert)
 
 
@@ -158,8 +173,17 @@ def _convert(args: argparse.Namespace) -> None:
 
     from model.weights import convert_official
 
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    print(f"wrote {convert_official(args.denoiser, args.vqgan, args.clip, args.out, dtype=dtype)}")
+    folder = convert_official(
+        args.denoiser,
+        args.vqgan,
+        args.clip,
+        args.out,
+        image_denoiser=args.image_denoiser,
+        dtype=torch.bfloat16 if args.bf16 else torch.float32,
+        allow_pickle=args.allow_pickle,
+        progress=True,
+    )
+    print(f"wrote {folder}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from model.config import SamplerConfig
 from model.ops import Draw, Generate, Inpaint, Mask, Operation, Outpaint, Picture, Variation
@@ -51,10 +52,12 @@ def scores(judged: Sequence[Judgement], expected: Sequence[tuple[int, ...]]) -> 
 def run(
     pipe: Pipeline, ops: Sequence[Operation], seeds: Sequence[int], sampler: SamplerConfig, batch: int
 ) -> list[np.ndarray]:
-    """One picture per (operation, seed), `batch` at a time; uint8 arrays out."""
+    """One picture per (operation, seed), `batch` at a time, with a progress bar on a terminal; uint8 arrays
+    out."""
     draws = [Draw(op, seed, sampler) for op, seed in zip(ops, seeds, strict=True)]
     out: list[np.ndarray] = []
-    for i in range(0, len(draws), batch):
+    name = type(ops[0]).__name__.lower() if ops else "run"
+    for i in tqdm(range(0, len(draws), batch), desc=name, unit="batch", leave=False, disable=None):
         out += [np.asarray(im) for im in pipe.images(draws[i : i + batch])]
     return out
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from model.config import SamplerConfig
-from model.ops import Draw, Operation, spatial
+from model.ops import Draw, Operation, Variation, spatial
 
 ImageFormat = Literal["png", "jpeg", "webp", "gif"]
 
@@ -73,9 +73,10 @@ class Job:
     @property
     def key(self) -> Hashable:
         """Only jobs of equal keys share a batch: what one sampling call must share, the canvas and the
-        step count, and whether the conditioning is a map (compositions) or one embedding. Everything
+        step count, whether the conditioning is a map (compositions) or one embedding, and the network:
+        variations run on the image denoiser where the weight folder has one, so they batch apart. Everything
         else (operation, guidance, temperature, typical mass, seeds, masks, starting tokens) is per image."""
-        return self.op.size, self.sampler.steps, spatial(self.op)
+        return self.op.size, self.sampler.steps, spatial(self.op), isinstance(self.op, Variation)
 
 
 @dataclass(frozen=True)

@@ -289,6 +289,7 @@ class RedisBroker:
             job = decode_job(fields[b"job"])
             self._held[job.id] = entry_id
             if pending[0]["times_delivered"] > self.max_deliveries:
+                metrics.DEAD_LETTERS.inc()
                 await self._finish_failed(
                     job,
                     ServiceError(500, "worker_failed", f"the job failed on {self.max_deliveries} workers"),

@@ -1,8 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from model.config import SamplerConfig
+from model.folder import read_extra
 from model.ops import (
     Composition,
     Draw,
@@ -17,6 +20,7 @@ from model.ops import (
     Variation,
 )
 from model.pipeline import Pipeline
+from model.weights import read_folder, write_folder, write_random_folder
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +145,34 @@ def test_variations_condition_on_the_clip_image_embedding(pipe, pictures):
     assert torch.equal(mixed[0], out[0])
     alone = pipe.tokens(draws([Variation(big, 32, 32)], [2], pipe=pipe))
     assert torch.equal(mixed[1], alone[0])
+
+
+def test_variations_run_on_the_image_denoiser_where_the_folder_has_one(
+    tmp_path, tiny_model_dir, pipe, pictures
+):
+    config, tensors = read_folder(tiny_model_dir)
+    vocab = {"vocab.json": read_extra(tiny_model_dir, "vocab.json")}
+    words = json.loads(vocab["vocab.json"])
+    other = read_folder(write_random_folder(tmp_path / "o", config, words, seed=1), ["denoiser"])[1][
+        "denoiser"
+    ]
+    with_image = write_folder(tmp_path / "a", config, {**tensors, "image_denoiser": other}, extra_files=vocab)
+    swapped = write_folder(tmp_path / "b", config, {**tensors, "denoiser": other}, extra_files=vocab)
+    image_pipe = Pipeline.from_folder(with_image)
+    assert pipe.image_denoiser is None and image_pipe.image_denoiser is not None
+    assert not image_pipe.image_denoiser.training
+    variations = draws([Variation(p, 32, 32) for p in pictures[:2]], [1, 2], pipe=pipe)
+    on_image = image_pipe.tokens(variations)
+    assert torch.equal(on_image, Pipeline.from_folder(swapped).tokens(variations))
+    assert not torch.equal(on_image, pipe.tokens(variations))
+    rendered, _ = image_pipe.render(variations, [(), ()])  # the service's path takes the same network
+    assert [np.asarray(r).tobytes() for r in rendered] == [
+        np.asarray(r).tobytes() for r in image_pipe.decode(on_image)
+    ]
+    generations = draws([Generate("a red circle", 32, 32)], [1], pipe=pipe)
+    assert torch.equal(image_pipe.tokens(generations), pipe.tokens(generations))
+    with pytest.raises(ValueError, match="batch them apart"):
+        image_pipe.tokens(variations + generations)
 
 
 @pytest.mark.parametrize("mode", ["lerp", "slerp"])

@@ -1,11 +1,16 @@
 import dataclasses
+import importlib
 import json
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import model.weights as weights
+import training.cli as training_cli
 from model.config import PAELLA_V1, DenoiserConfig, ModelConfig, VQGANConfig
 from model.denoiser import Denoiser
 from model.folder import read_config, read_extra
@@ -205,3 +210,75 @@ def test_convert_official_writes_a_folder_the_reader_accepts(tmp_path: Path, sta
     for part in states:
         expected = {k: v.half() if v.is_floating_point() else v for k, v in states[part].items()}
         assert_same(tensors[part], expected)
+
+
+LIGHTNING_LIKE = """
+class ModelCheckpoint:
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+
+class AttributeDict(dict):
+    pass
+"""
+
+
+def lightning_checkpoint(tmp_path: Path, state: dict[str, torch.Tensor]) -> Path:
+    """A Lightning-style `.ckpt`: the state dict beside pickled objects of classes not installed at load."""
+    name = f"lightning_like_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(LIGHTNING_LIKE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module(name)
+        checkpoint = {
+            "state_dict": state,
+            "epoch": 3,
+            "global_step": 7,
+            "pytorch-lightning_version": "1.4.2",
+            "callbacks": {module.ModelCheckpoint: module.ModelCheckpoint("val/rec_loss")},
+            "hyper_parameters": module.AttributeDict(lr=4.5e-6, embed_dim=256),
+            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 4.5e-6}]}],
+        }
+        path = tmp_path / "vqgan.gumbelf8-sber.model.ckpt"
+        torch.save(checkpoint, path)
+    finally:
+        sys.path.remove(str(tmp_path))
+        del sys.modules[name]
+        (tmp_path / f"{name}.py").unlink()
+    return path
+
+
+def test_every_published_layout_converts(tmp_path: Path, states, monkeypatch):
+    """A plain state dict (the denoisers), a Lightning checkpoint with pickled objects (the VQGAN, read only
+    when allowed) and OpenCLIP's safetensors from the model hub's layout."""
+    monkeypatch.setattr(weights, "PAELLA_V1", CONFIG)
+    den, image_den = tmp_path / "model_600000.pt", tmp_path / "model_50000_img.pt"
+    torch.save(states["denoiser"], den)
+    image_state = randomized(Denoiser(DENOISER), 5)
+    torch.save(image_state, image_den)
+    vq = lightning_checkpoint(tmp_path, {**states["vqgan"], "loss.logvar": torch.zeros(())})
+    clip = tmp_path / "open_clip_model.safetensors"
+    save_file(states["clip"], clip)
+    with pytest.raises(ValueError, match=r"(?s)sber\.model\.ckpt.*not loaded.*--allow-pickle"):
+        convert_official(den, vq, clip, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    with pytest.warns(UserWarning, match=r"sber\.model\.ckpt.*runs code from the file"):
+        folder = convert_official(den, vq, clip, tmp_path / "v1", image_denoiser=image_den, allow_pickle=True)
+    config, tensors = read_folder(folder)
+    assert config == CONFIG and set(tensors) == {"denoiser", "vqgan", "clip", "image_denoiser"}
+    for part, expected in {**states, "image_denoiser": image_state}.items():
+        assert_same(tensors[part], expected)
+    card = read_extra(folder, "README.md").decode()
+    assert "`model_50000_img.pt`" in card and "`open_clip_model.safetensors`" in card
+
+
+def test_convert_weights_command_shows_progress(tmp_path: Path, states, monkeypatch, capsys):
+    monkeypatch.setattr(weights, "PAELLA_V1", CONFIG)
+    den, vq, clip = published(tmp_path, states)
+    training_cli.main(
+        ["convert-weights", str(den), str(vq), str(clip), "--out", str(tmp_path / "out"), "--bf16"]
+    )
+    out, err = capsys.readouterr()
+    assert out.strip() == f"wrote {tmp_path / 'out'}"
+    assert "convert-weights: 100%" in err and "4/4" in err
+    assert read_folder(tmp_path / "out", ["denoiser"])[1]["denoiser"]["clf.weight"].dtype == torch.bfloat16

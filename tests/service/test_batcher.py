@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from model.config import SamplerConfig
+from model.ops import Composition, Generate, Outpaint, Picture, Region, StructuralEdit, Variation
 from service.gpu.batcher import Batcher
 from service.queue.jobs import Job
 from tests.service.fakes import fake_job
@@ -103,3 +105,19 @@ def test_discard_and_drain() -> None:
     b.add(job("z", 1, key="k", created=T0))
     assert [j.id for j in b.drain()] == ["z", "y"]
     assert b.next_wakeup(T0) is None
+
+
+def test_job_keys_part_canvases_steps_region_maps_and_variations() -> None:
+    picture = Picture(bytes(32 * 32 * 3), 32, 32)
+    ops = {
+        "generate": Generate("a red circle", 32, 32),
+        "outpaint": Outpaint(Picture(bytes(16 * 32 * 3), 16, 32), "a blue square", right=16),
+        "structural": StructuralEdit(picture, "a blue square", 0.5),
+        "variation": Variation(picture, 32, 32),
+        "composition": Composition((Region("a red circle"),), 32, 32),
+        "wider": Generate("a red circle", 64, 32),
+    }
+    keys = {name: Job.new(op, [1], SamplerConfig(steps=4), 60, model="m").key for name, op in ops.items()}
+    assert keys["generate"] == keys["outpaint"] == keys["structural"]
+    assert len({keys["generate"], keys["variation"], keys["composition"], keys["wider"]}) == 4
+    assert Job.new(ops["generate"], [1], SamplerConfig(steps=5), 60, model="m").key != keys["generate"]

@@ -25,6 +25,7 @@ CONTRACT = {
     "paella_queue_depth": "gauge",
     "paella_rejected": "counter",
     "paella_redeliveries": "counter",
+    "paella_dead_letters": "counter",
     "paella_worker_up": "gauge",
 }
 
@@ -91,16 +92,41 @@ def test_multiprocess_mode_sums_across_processes(tmp_path: Path) -> None:
     assert samples["paella_queue_depth"] == 3  # the most recent value, from the live process
 
 
-def test_dashboard_queries_only_exposed_metrics() -> None:
+def dashboard_queries() -> dict[str, list[str]]:
+    """The PromQL of each graph panel of the provisioned dashboard, by title (rows hold none)."""
     dashboard = json.loads((REPO / "docker" / "grafana-dashboard.json").read_text())
-    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    # every series a family can expose, whether or not a labelled child has been created yet
+    return {p["title"]: [t["expr"] for t in p["targets"]] for p in dashboard["panels"] if p["type"] != "row"}
+
+
+def exposed_series() -> set[str]:
+    """Every series a family can expose, whether or not a labelled child has been created yet."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     exposed = {
         f.name + suffix
         for f in text_string_to_metric_families(render_metrics()[0].decode())
         for suffix in suffixes.get(f.type, ("",))
     }
-    exposed.add("paella_gpu_memory_bytes")  # only where CUDA is
-    used = {name for expr in exprs for name in re.findall(r"paella_\w+", expr)}
-    assert used and used <= exposed, used - exposed
+    return exposed | {"paella_gpu_memory_bytes"}  # only where CUDA is
+
+
+def test_dashboard_queries_only_exposed_metrics() -> None:
+    queries = dashboard_queries()
+    assert all(queries.values()), [title for title, exprs in queries.items() if not exprs]
+    used = {name for exprs in queries.values() for expr in exprs for name in re.findall(r"paella_\w+", expr)}
+    assert used and used <= exposed_series(), used - exposed_series()
+
+
+def test_dashboard_shows_every_metric_and_the_objective() -> None:
+    text = " ".join(expr for exprs in dashboard_queries().values() for expr in exprs)
+    families = {name.removesuffix("_total") for name in re.findall(r"paella_\w+", text)}
+    families = {re.sub(r"_(bucket|count|sum)$", "", name) for name in families}
+    exported = {f.name for f in text_string_to_metric_families(render_metrics()[0].decode())}
+    exported = {n for n in exported if n.startswith("paella_") and not n.endswith("_created")}
+    exported |= {"paella_gpu_memory_bytes"}  # only where CUDA is
+    assert families >= exported, exported - families
+    panels = json.loads((REPO / "docker" / "grafana-dashboard.json").read_text())["panels"]
+    latency = [p for p in panels if "objective 0.5 s" in p["title"]]
+    assert latency, "no panel holds latency against the objective"
+    for panel in latency:
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [step["value"] for step in steps] == [None, 0.5], panel["title"]

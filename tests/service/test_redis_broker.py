@@ -203,7 +203,9 @@ def test_dead_letter_after_max_deliveries_answers_an_error() -> None:
         await asyncio.sleep(0.1)
         assert len(await workers[1].receive(4, 0)) == 1  # delivery 2; dies too
         await asyncio.sleep(0.1)
+        before = sample("paella_dead_letters_total")
         assert await workers[2].receive(4, 0) == []  # delivery 3 > 2: dead-lettered
+        assert sample("paella_dead_letters_total") == before + 1
         dead_letters: Any = await client.xrange(api.dead_key(FAKE_MODEL))
         [(_, dead)] = dead_letters
         assert decode_job(dead[b"job"]) == j
