@@ -204,7 +204,8 @@ def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) ->
             "PAELLA_WEIGHTS": str(weights),
             "PAELLA_DEVICE": args.device,
             "PAELLA_MAX_BATCH_SIZE": str(args.service_max_batch),
-            "PAELLA_MAX_QUEUE_DEPTH": "4096",
+            "PAELLA_MAX_QUEUE_COST": "4096",  # measure the server past saturation, not admission
+            "PAELLA_MAX_QUEUE_WAIT_S": "60",
             "PAELLA_REQUEST_TIMEOUT_S": "60",
             "PAELLA_ENCODERS": str(args.encoders),
             "PAELLA_LOG_LEVEL": "warning",

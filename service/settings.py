@@ -46,11 +46,6 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         default=2.0, ge=0, description="longest a batch waits for more work after its first job"
     )
-    max_queue_depth: int = Field(
-        default=256,
-        ge=1,
-        description="Redis queue: images admitted and not answered above which requests get 503",
-    )
     max_queue_cost: float = Field(
         default=256.0,
         gt=0,
@@ -66,11 +61,16 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         default=60.0, gt=0, description="deadline of every request; past it, 504"
     )
-    retry_after_s: int = Field(default=1, ge=0, description="Retry-After seconds sent with a 503")
+    retry_after_s: int = Field(
+        default=1, ge=0, description="Retry-After seconds of a 503 before any rate is measured"
+    )
     redis_url: str | None = Field(default=None, description="Redis URL; unset = embedded in-process queue")
     redis_stream_prefix: str = Field(default="paella", min_length=1, description="prefix of every Redis key")
     claim_idle_ms: int = Field(
-        default=30_000, ge=1, description="pending entries idle this long are reclaimed"
+        default=5_000,
+        ge=100,
+        description="a worker's lease on its Redis entries: entries it stops renewing (dead, hung, or past "
+        "their deadline) are reclaimed this long after",
     )
     max_deliveries: int = Field(
         default=3, ge=1, description="deliveries before an entry goes to the dead letters"

@@ -39,10 +39,12 @@ class Batcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self._keys: dict[Hashable, list[_Pending]] = {}
 
-    def add(self, job: Job, start: int = 0) -> None:
-        """Queue images `start:` of `job` (a redelivered job may be partly done)."""
+    def add(self, job: Job, start: int = 0, *, alone: bool = False) -> None:
+        """Queue images `start:` of `job` (a redelivered job may be partly done); an `alone` job shares
+        its batches with no other job."""
         if start < job.n:
-            bisect.insort(self._keys.setdefault(job.key, []), _Pending(job.created, job, start))
+            key = ("alone", job.id) if alone else job.key
+            bisect.insort(self._keys.setdefault(key, []), _Pending(job.created, job, start))
 
     @property
     def pending_images(self) -> int:

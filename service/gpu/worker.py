@@ -19,6 +19,9 @@ from service.queue.jobs import Encoding, Executor, Job, Made, Slice
 
 log = logging.getLogger(__name__)
 
+STORE_ATTEMPTS = 6  # tries to store a slice, 50 ms apart then doubling
+QUIET_S = 10.0  # the loop logs a failure again only this long after the last one
+
 
 class Worker:
     """Pulls jobs from a `WorkQueue`, batches them with a `Batcher` and runs them on one GPU thread.
@@ -48,7 +51,7 @@ class Worker:
         hang_timeout_s: longest a batch may run before the worker counts as hung; None: no limit.
         warmup: called once in the GPU thread before `ready` is set (e.g. the pipeline's warm-up).
         poll_s: longest the loop waits for work before checking `stop()` again.
-        clock: wall-clock seconds, comparable with `Job.created` and `Job.deadline`.
+        clock: seconds comparable with `Job.created` and `Job.deadline`; default the queue's clock.
     """
 
     def __init__(
@@ -65,7 +68,7 @@ class Worker:
         hang_timeout_s: float | None = None,
         warmup: Callable[[], None] | None = None,
         poll_s: float = 0.25,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.queue = queue
         self.execute = execute
@@ -77,7 +80,7 @@ class Worker:
         self.batcher = Batcher(max_batch_size, max_wait_ms)
         self.warmup = warmup
         self.poll_s = poll_s
-        self.clock = clock
+        self.clock = queue.clock if clock is None else clock
         self.ready = asyncio.Event()
         self.hung = False
         self.failed = False
@@ -111,11 +114,14 @@ class Worker:
             self.ready.set()
             metrics.WORKER_UP.inc()
             try:
+                last_logged = -QUIET_S
                 while not self._stopping:
                     try:
                         await self._step()
-                    except Exception:
-                        log.exception("worker step failed; retrying")
+                    except Exception:  # the queue is down, say: keep trying, without flooding the log
+                        if time.monotonic() - last_logged >= QUIET_S:
+                            last_logged = time.monotonic()
+                            log.exception("worker step failed; retrying")
                         await asyncio.sleep(self.poll_s)
             finally:
                 self.ready.clear()
@@ -146,8 +152,9 @@ class Worker:
         timeout = self.poll_s if wakeup is None else min(self.poll_s, max(0.0, wakeup - now))
         if self.queue.heartbeat_interval_s is not None:
             timeout = min(timeout, self.queue.heartbeat_interval_s)
-        for delivery in await self.queue.receive(self.batcher.max_batch_size, timeout):
-            self.batcher.add(delivery.job, delivery.start)
+        room = max(1, self.batcher.max_batch_size - self.batcher.pending_images)
+        for delivery in await self.queue.receive(room, timeout):
+            self.batcher.add(delivery.job, delivery.start, alone=delivery.suspect)
 
     async def _run_batch(self, batch: list[Slice]) -> None:
         start = self.clock()
@@ -254,9 +261,30 @@ class Worker:
     async def _store(self, batch: list[Slice], results: list[Made]) -> None:
         for part, made in zip(batch, results, strict=True):
             if any(made.previews):
-                await self.queue.preview(part, made.previews)
-            await self.queue.complete(part, made.pictures)
-            metrics.IMAGES_GENERATED.inc(len(made.pictures))
+                try:
+                    await self.queue.preview(part, made.previews)
+                except Exception:  # previews are a courtesy: the images still go
+                    log.warning("the previews of job %s were not sent", part.job.id, exc_info=True)
+            if await self._stored(part, made.pictures):
+                metrics.IMAGES_GENERATED.inc(len(made.pictures))
+
+    async def _stored(self, part: Slice, pictures: list[bytes]) -> bool:
+        """Store a slice, retrying while the queue fails (about 3 s in all); then give its job up, so that
+        another worker (or its deadline) answers it, rather than hold it with nothing to store it in."""
+        delay = 0.05
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                await self.queue.complete(part, pictures)
+                return True
+            except Exception:
+                if attempt + 1 == STORE_ATTEMPTS:
+                    log.exception("could not store the images of job %s; giving it up", part.job.id)
+                    break
+                await asyncio.sleep(delay)
+                delay *= 2
+        self.batcher.discard(part.job.id)
+        await self.queue.abandon([part.job])
+        return False
 
     async def _fail(self, batch: list[Slice], error: ServiceError) -> None:
         for job in _unique_jobs(batch):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from service.errors import ServiceError
+from service.queue.redis_base import UNAVAILABLE, connect, unavailable
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{32}\.(png|jpeg|webp|gif)$")
 
@@ -117,7 +118,7 @@ class RedisImageStore:
 
     def __init__(self, redis: str | Redis, *, prefix: str, ttl_s: float, max_bytes: int) -> None:
         self._owned = isinstance(redis, str)
-        self.redis: Redis = Redis.from_url(redis) if isinstance(redis, str) else redis
+        self.redis: Redis = connect(redis) if isinstance(redis, str) else redis
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
@@ -132,15 +133,21 @@ class RedisImageStore:
         p = self.prefix
         keys = [f"{p}:images", f"{p}:images:sizes", f"{p}:images:bytes"]
         ttl_ms = max(1, int(self.ttl_s * 1000))
-        await self._put(keys=keys, args=[image_id, data, ttl_ms, self.max_bytes, f"{p}:image:"])
+        try:
+            await self._put(keys=keys, args=[image_id, data, ttl_ms, self.max_bytes, f"{p}:image:"])
+        except UNAVAILABLE:
+            raise unavailable(1) from None
         return image_id
 
     async def get(self, image_id: str) -> bytes | None:
         if not _ID.match(image_id):
             return None
-        data: Any = await self.redis.get(self.image_key(image_id))
+        try:
+            data: Any = await self.redis.get(self.image_key(image_id))
+        except UNAVAILABLE:
+            raise unavailable(1) from None
         return None if data is None else bytes(data)
 
     async def close(self) -> None:
         if self._owned:
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)

@@ -65,6 +65,12 @@ class Admission:
 
     def check(self, queued: float, units: float, rate: float | None) -> None:
         """Raise `QueueFull` (503, with when to retry) or 413 `request_too_large` unless `units` fit."""
+        self.check_size(units)
+        if queued > 0 and queued + units > self.allowed(rate):  # an empty queue takes any job within the cap
+            raise self.refusal(queued, units, rate)
+
+    def check_size(self, units: float) -> None:
+        """413 `request_too_large` for a job more than the queue ever holds: never worth retrying."""
         if units > self.max_queue_cost:
             raise ServiceError(
                 413,
@@ -72,7 +78,9 @@ class Admission:
                 f"this request costs {units:.1f} units, more than the queue ever holds "
                 f"({self.max_queue_cost:g}); ask for fewer or smaller images or fewer steps",
             )
+
+    def refusal(self, queued: float, units: float, rate: float | None) -> QueueFull:
+        """The 503 for a job that does not fit now, with the seconds until `rate` has made room for it."""
         excess = queued + units - self.allowed(rate)
-        if queued > 0 and excess > 0:  # an empty queue takes any job within the cap
-            wait = excess / rate if rate else self.retry_after_s
-            raise QueueFull(min(60.0, max(1.0, math.ceil(wait))))
+        wait = excess / rate if rate else self.retry_after_s
+        return QueueFull(min(60.0, max(1.0, math.ceil(wait))))

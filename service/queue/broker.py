@@ -78,10 +78,13 @@ async def collect(broker: Broker, job: Job) -> list[bytes]:
 
 
 class Delivery(NamedTuple):
-    """A job handed to a worker; images before `start` were already stored by an earlier delivery."""
+    """A job handed to a worker; images before `start` were already stored by an earlier delivery. A
+    `suspect` job was delivered before to a worker that vanished: it runs alone, so that a job that kills
+    its worker takes no other job down with it."""
 
     job: Job
     start: int
+    suspect: bool = False
 
 
 class WorkQueue(Protocol):
@@ -97,8 +100,9 @@ class WorkQueue(Protocol):
         while the worker is alive (for Redis: while it heartbeats)."""
         ...
 
-    async def receive(self, max_jobs: int, timeout_s: float) -> list[Delivery]:
-        """Up to `max_jobs` jobs, waiting at most `timeout_s` for the first."""
+    async def receive(self, max_images: int, timeout_s: float) -> list[Delivery]:
+        """Jobs of about `max_images` images in all (at least one job), waiting at most `timeout_s` for the
+        first: a worker takes what it can run next, not what other workers could run meanwhile."""
         ...
 
     async def wanted(self, batch: list[Slice]) -> list[Slice]:
@@ -131,4 +135,8 @@ class WorkQueue(Protocol):
 
     async def record(self, units: float, seconds: float) -> None:
         """A batch of `units` cost took `seconds` of this worker's time (admission's rate)."""
+        ...
+
+    def clock(self) -> float:
+        """Seconds on the queue's clock, the one jobs' deadlines are set on."""
         ...

@@ -33,6 +33,7 @@ def encode_job(job: Job) -> bytes:
         "created": job.created,
         "previews": job.previews,
         "encoding": dataclasses.asdict(job.encoding),
+        "reply_to": job.reply_to,
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -54,6 +55,7 @@ def decode_job(data: bytes | str) -> Job:
         float(d["created"]),
         int(d["previews"]),
         Encoding(**d["encoding"]),
+        d.get("reply_to", ""),
     )
 
 

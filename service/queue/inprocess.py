@@ -99,7 +99,7 @@ class InProcessBroker:
     async def announce(self, model: ModelConfig) -> None:
         self._models[model.name] = model
 
-    async def receive(self, max_jobs: int, timeout_s: float) -> list[Delivery]:
+    async def receive(self, max_images: int, timeout_s: float) -> list[Delivery]:
         if not self._queue:
             self._arrived.clear()
             try:
@@ -107,11 +107,16 @@ class InProcessBroker:
             except TimeoutError:
                 return []
         jobs: list[Delivery] = []
-        while self._queue and len(jobs) < max_jobs:
+        images = 0
+        while self._queue and (not jobs or images + self._queue[0].n <= max_images):
             job = self._queue.popleft()
             if job.id in self._open:
                 jobs.append(Delivery(job, 0))
+                images += job.n
         return jobs
+
+    def clock(self) -> float:
+        return time.time()
 
     async def wanted(self, batch: list[Slice]) -> list[Slice]:
         return [part for part in batch if part.job.id in self._open]

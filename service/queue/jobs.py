@@ -35,7 +35,8 @@ class Job:
     """One request's work: `len(seeds)` images of one operation by the workers of `model`, answered by
     `deadline`, each image with `previews` pictures of its progress first, all encoded by `encoding`.
 
-    Image i is `Draw(op, seeds[i], sampler, index=i)`. `deadline` and `created` are `time.time()` seconds.
+    Image i is `Draw(op, seeds[i], sampler, index=i)`. `deadline` and `created` are seconds on the queue's
+    clock (`time.time()`, or on Redis its server's clock).
     """
 
     id: str
@@ -47,6 +48,7 @@ class Job:
     created: float = field(default_factory=time.time)
     previews: int = 0
     encoding: Encoding = PNG
+    reply_to: str = ""  # where the queue sends the answer (a Redis API process's reply list)
 
     @classmethod
     def new(
