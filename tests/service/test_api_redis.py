@@ -56,8 +56,8 @@ def settings(tiny_model_dir: Path) -> Iterator[Settings]:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
-    except redis.RedisError as e:  # pragma: no cover - environment without Redis
-        pytest.skip(f"no Redis at {REDIS_URL}: {e}")
+    except redis.RedisError as e:  # pragma: no cover - a Redis test fails without Redis
+        pytest.fail(f"no Redis at {REDIS_URL}: {e} (scripts/ensure-redis.sh starts one)")
     prefix = f"test-api-{uuid.uuid4().hex[:10]}"
     yield Settings(weights=tiny_model_dir, device="cpu", redis_url=REDIS_URL, redis_stream_prefix=prefix)
     keys = list(client.scan_iter(f"{prefix}:*"))

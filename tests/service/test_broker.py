@@ -24,7 +24,7 @@ def test_submit_resolves_when_every_slice_is_stored() -> None:
         broker = inprocess()
         j = job(3)
         answer = asyncio.create_task(broker.submit(j))
-        [delivery] = await broker.receive(max_jobs=4, timeout_s=1)
+        [delivery] = await broker.receive(max_images=4, timeout_s=1)
         assert delivery.job is j and delivery.start == 0
         assert await broker.depth() == 3
         await broker.complete(Slice(j, 1, 3), [b"b", b"c"])
@@ -50,7 +50,7 @@ def test_admission_counts_cost_and_refuses_before_enqueueing() -> None:
             await broker.submit(job(5))  # more than the queue ever holds: never "retry later"
         assert (too_large.value.status, too_large.value.code) == (413, "request_too_large")
         assert await broker.depth() == 3
-        assert len(await broker.receive(max_jobs=8, timeout_s=0)) == 1
+        assert len(await broker.receive(max_images=8, timeout_s=0)) == 1
         await broker.close()
         with pytest.raises(ServiceError) as closed:
             await first
@@ -67,7 +67,7 @@ def test_deadline_passes_while_queued() -> None:
         assert info.value.status == 504
         # nobody waits any more: the job is gone from the queue and its depth freed at once
         assert await broker.depth() == 0
-        assert await broker.receive(max_jobs=1, timeout_s=0) == []
+        assert await broker.receive(max_images=1, timeout_s=0) == []
 
     asyncio.run(scenario())
 
@@ -75,7 +75,7 @@ def test_deadline_passes_while_queued() -> None:
 def test_receive_times_out_empty() -> None:
     async def scenario() -> None:
         broker = inprocess()
-        assert await broker.receive(max_jobs=1, timeout_s=0.01) == []
+        assert await broker.receive(max_images=1, timeout_s=0.01) == []
         assert await broker.ping()
 
     asyncio.run(scenario())
@@ -103,7 +103,7 @@ def test_previews_come_before_their_image_and_plain_submits_skip_them() -> None:
         broker = inprocess()
         j = job(2)
         answer = await broker.enqueue(j)
-        await broker.receive(max_jobs=1, timeout_s=1)
+        await broker.receive(max_images=1, timeout_s=1)
         await broker.preview(Slice(j, 0, 2), [[b"a0", b"a1"], [b"b0", b"b1"]])
         await broker.complete(Slice(j, 0, 2), [b"a", b"b"])
         events = [event async for event in answer]
@@ -125,7 +125,7 @@ def test_a_withdrawn_job_is_never_handed_to_the_worker() -> None:
         broker = inprocess()
         waiting = asyncio.create_task(broker.submit(job(2)))
         await asyncio.sleep(0)
-        [delivery] = await broker.receive(max_jobs=4, timeout_s=0)
+        [delivery] = await broker.receive(max_images=4, timeout_s=0)
         batch = [Slice(delivery.job, 0, 2)]
         assert await broker.wanted(batch) == batch
         waiting.cancel()  # the client left

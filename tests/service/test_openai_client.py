@@ -61,8 +61,8 @@ def on_redis(models: dict[str, Path]) -> Iterator[Service]:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
-    except redis.RedisError as e:  # pragma: no cover - environment without Redis
-        pytest.skip(f"no Redis at {REDIS_URL}: {e}")
+    except redis.RedisError as e:  # pragma: no cover - a Redis test fails without Redis
+        pytest.fail(f"no Redis at {REDIS_URL}: {e} (scripts/ensure-redis.sh starts one)")
     prefix, port = f"test-openai-{uuid.uuid4().hex[:10]}", free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update(
