@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from service import logs
 from service.settings import Settings, env_name
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def serve(settings: Settings, *, run_worker: bool) -> None:
     served for `drain_s`, then the server stops accepting, finishes what it holds (up to the request
     deadline) and exits. A second signal stops at once.
     """
+    log_config = logs.configure(settings.log_level, settings.log_format)
     import uvicorn
 
     from service.app import create_app
@@ -59,6 +61,7 @@ def serve(settings: Settings, *, run_worker: bool) -> None:
         app,
         host=settings.host,
         port=settings.port,
+        log_config=log_config,
         log_level=settings.log_level,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
@@ -78,6 +81,7 @@ def serve(settings: Settings, *, run_worker: bool) -> None:
 
 def worker(settings: Settings) -> None:
     """Run a GPU worker on the Redis queue until SIGINT or SIGTERM, its metrics on `metrics_port`."""
+    logs.configure(settings.log_level, settings.log_format)
     from service.app import load_pipeline, make_broker, make_worker
     from service.metrics import serve_metrics
 

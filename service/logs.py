@@ -13,7 +13,8 @@ from typing import Any, Literal
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 """The id of the request being handled (set by the HTTP side), for every record logged meanwhile."""
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# A record's own attributes (the rest are its extra fields); uvicorn's `color_message` repeats the message.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,19 +46,17 @@ class _RequestId(logging.Filter):
 
 def configure(level: str, style: Literal["text", "json"]) -> dict[str, Any]:
     """Configure the root logger and return the same as a `logging.config` dict for uvicorn's loggers."""
-    formatter: dict[str, Any] = (
-        {"()": JsonFormatter}
-        if style == "json"
-        else {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
-    )
+    handler: dict[str, Any] = {"class": "logging.StreamHandler", "formatter": "default"}
+    formatter: dict[str, Any] = {"()": JsonFormatter}
+    if style == "text":  # a column for the request id, "-" outside requests; JSON leaves the key out there
+        formatter = {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+        handler["filters"] = ["request_id"]
     config = {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"request_id": {"()": _RequestId}},
         "formatters": {"default": formatter},
-        "handlers": {
-            "default": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["request_id"]}
-        },
+        "handlers": {"default": handler},
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {
             name: {"handlers": ["default"], "level": level.upper(), "propagate": False}

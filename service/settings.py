@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level"
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="log lines: text for a terminal, json (one object a line) for a log pipeline",
+    )
 
     def keys(self) -> list[str]:
         """The API keys, none when unset."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -33,6 +34,8 @@ from service.metrics import render_metrics
 from service.queue.admission import cost
 from service.queue.jobs import Job
 from service.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,7 @@ def _add_image_route(route: ImageRoute) -> None:
         intake = Intake(await runtime.model(body.model), runtime.settings)
         job = await run_in_threadpool(route.build, intake, body)
         runtime.limits.spend(client_of(request.scope), cost(job))  # 429 past the client's allowance
+        log.info("job %s: %d image(s) on %s", job.id, job.n, job.model)  # joins the request id to the job's
         if route.events is not None and body.stream:
             return answers.events(route.events, body, job, await runtime.queue().enqueue(job))
         images = await until_disconnected(request, runtime.queue().submit(job))
