@@ -103,7 +103,8 @@ def worker(settings: Settings) -> None:
     def healthy() -> bool:
         return all(w.alive for w in workers)
 
-    exporter = serve_metrics(settings.metrics_port, settings.host, healthy) if settings.metrics_port else None
+    port = settings.worker_metrics_port()
+    exporter = serve_metrics(port, settings.host, healthy) if port else None
     try:
         asyncio.run(run())
     finally:

@@ -120,8 +120,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
     port: int = Field(default=8000, ge=0, le=65535, description="port the HTTP server binds")
-    metrics_port: int = Field(
-        default=9100, ge=0, le=65535, description="port of `paella worker`'s /metrics on host; 0 = off"
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="port of `paella worker`'s /metrics on host; 0 = off; unset = 9100, or 9100 + N for "
+        "device cuda:N (one worker per GPU on a host, no collisions)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level"
@@ -139,6 +143,13 @@ class Settings(BaseSettings):
 
     def origins(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def worker_metrics_port(self) -> int:
+        """`metrics_port`, with unset resolved: 9100 + N for `cuda:N`, else 9100."""
+        if self.metrics_port is not None:
+            return self.metrics_port
+        kind, _, index = self.device.partition(":")
+        return 9100 + int(index) if kind == "cuda" and index.isdigit() else 9100
 
     def torch_device(self) -> str:
         """The device to load the model on, with `auto` resolved."""

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from service.settings import Settings
 from tests.service.live import metric
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +27,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_workers_on_one_host_get_a_metrics_port_each_from_their_gpu() -> None:
+    assert [
+        Settings(device=d).worker_metrics_port() for d in ("cpu", "auto", "cuda", "cuda:0", "cuda:3")
+    ] == [
+        9100,
+        9100,
+        9100,
+        9100,
+        9103,
+    ]
+    assert Settings(device="cuda:3", metrics_port=9200).worker_metrics_port() == 9200
+    assert Settings(metrics_port=0).worker_metrics_port() == 0  # off
 
 
 @pytest.mark.redis
