@@ -23,6 +23,7 @@ import pytest
 from service.app import create_app
 from service.errors import DeadlineExceeded
 from service.gpu.worker import Worker
+from service.queue.admission import Admission
 from service.queue.jobs import Made, Slice
 from service.queue.redis_broker import RedisBroker
 from service.settings import Settings
@@ -380,3 +381,28 @@ def test_sigterm_to_a_worker_finishes_its_batch_and_gives_the_rest_back(private_
     )
     assert len(computed) == 8 and set(computed.values()) == {1}  # every image made once
     assert any(line.startswith(stopping.encode()) for line in admin.lrange(f"{PREFIX}:test:computed", 0, -1))
+
+
+def test_claims_by_images_spread_a_burst_over_both_workers(private_redis: PrivateRedis) -> None:
+    """A burst of six 4-image jobs on two workers of batch 8: each takes what fits its batch (two jobs),
+    so both are busy while work waits. Claiming a batch size of entries instead, the first worker to
+    wake would take all six and leave the other idle."""
+    workers = Workers(private_redis.url, delay_s=0.3, claim_idle_ms=Settings().claim_idle_ms, max_batch=8)
+    admin = private_redis.client()
+    for name in ("w1", "w2"):
+        workers.start(name)
+    wait_ready(admin, ["w1", "w2"])
+
+    async def scenario() -> None:
+        api = RedisBroker(private_redis.url, prefix=PREFIX, admission=Admission(1e6, max_queue_wait_s=600))
+        jobs = [fake_job([4 * k + i for i in range(4)], "k", timeout_s=30) for k in range(6)]
+        answers = await asyncio.gather(*(api.submit(j) for j in jobs))
+        assert answers == [[fake_png(j, s) for s in j.seeds] for j in jobs]
+        await api.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        workers.stop()
+    made = Counter(line.decode().split()[0] for line in admin.lrange(f"{PREFIX}:test:computed", 0, -1))
+    assert sum(made.values()) == 24 and min(made["w1"], made["w2"]) >= 8, made
