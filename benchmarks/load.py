@@ -14,11 +14,13 @@ import asyncio
 import base64
 import io
 import json
+import multiprocessing
 import random
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,36 +110,130 @@ async def open_loop(
     url: str, rate: float, seconds: float, workload: Callable[[int], Request], timeout_s: float = 120
 ) -> dict[str, Any]:
     """Requests arriving at `rate` per second for `seconds`, whatever the answers; every answer awaited."""
+    start = time.time()
+    results = await _arrivals(url, rate, seconds, workload, timeout_s, start, 0, 1)
+    return summary(results, time.time() - start) | {"mode": "open", "rate_per_s": rate}
+
+
+async def _arrivals(
+    url: str,
+    rate: float,
+    seconds: float,
+    workload: Callable[[int], Request],
+    timeout_s: float,
+    start: float,
+    part: int,
+    parts: int,
+) -> list[Result]:
+    """Requests `part`, `part + parts`, ... of the open loop, request i sent at `start + i / rate`
+    (`time.time()`: one clock across processes)."""
     results: list[Result] = []
     async with _client(url, timeout_s) as client:
         tasks = []
-        start = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            delay = start + i / rate - time.perf_counter()
+        for i in range(part, int(rate * seconds), parts):
+            delay = start + i / rate - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(_send(client, workload(i), results)))
         await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    return summary(results, elapsed) | {"mode": "open", "rate_per_s": rate}
+    return results
+
+
+def _arrivals_part(args: tuple[Any, ...]) -> list[Result]:
+    return asyncio.run(_arrivals(*args))
+
+
+def _senders_part(args: tuple[Any, ...]) -> list[Result]:
+    url, clients, seconds, workload, timeout_s, start, part = args
+    return asyncio.run(_senders(url, clients, seconds, workload, timeout_s, start, part))
+
+
+def open_load(
+    url: str,
+    rate: float,
+    seconds: float,
+    workload: Callable[[int], Request],
+    *,
+    processes: int = 1,
+    timeout_s: float = 120,
+) -> dict[str, Any]:
+    """`open_loop` from `processes` client processes, each sending every `processes`-th request on the
+    common schedule: one Python process cannot send and read a hundred or more answers a second on time,
+    and a late client would be measured as a slow server."""
+    if processes <= 1:
+        return asyncio.run(open_loop(url, rate, seconds, workload, timeout_s))
+    start = time.time() + 2.0  # the processes' start-up, before the first arrival
+    parts = [(url, rate, seconds, workload, timeout_s, start, j, processes) for j in range(processes)]
+    with _pool(processes) as pool:
+        results = [r for part in pool.map(_arrivals_part, parts) for r in part]
+    return summary(results, time.time() - start) | {
+        "mode": "open",
+        "rate_per_s": rate,
+        "processes": processes,
+    }
+
+
+def closed_load(
+    url: str,
+    clients: int,
+    seconds: float,
+    workload: Callable[[int], Request],
+    *,
+    processes: int = 1,
+    timeout_s: float = 120,
+) -> dict[str, Any]:
+    """`closed_loop`'s clients spread over `processes` client processes."""
+    if processes <= 1:
+        return asyncio.run(closed_loop(url, clients, seconds, workload, timeout_s))
+    start = time.time() + 2.0
+    shares = [clients // processes + (j < clients % processes) for j in range(processes)]
+    parts = [(url, n, seconds, workload, timeout_s, start, j) for j, n in enumerate(shares) if n]
+    with _pool(len(parts)) as pool:
+        results = [r for part in pool.map(_senders_part, parts) for r in part]
+    return summary(results, time.time() - start) | {
+        "mode": "closed",
+        "clients": clients,
+        "processes": processes,
+    }
+
+
+def _pool(processes: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
 
 
 async def closed_loop(
     url: str, clients: int, seconds: float, workload: Callable[[int], Request], timeout_s: float = 120
 ) -> dict[str, Any]:
     """`clients` senders, each sending its next request as soon as the last is answered, for `seconds`."""
+    start = time.time()
+    results = await _senders(url, clients, seconds, workload, timeout_s, start, 0)
+    return summary(results, time.time() - start) | {"mode": "closed", "clients": clients}
+
+
+async def _senders(
+    url: str,
+    clients: int,
+    seconds: float,
+    workload: Callable[[int], Request],
+    timeout_s: float,
+    start: float,
+    part: int,
+) -> list[Result]:
+    """`clients` senders from `start` (`time.time()`) for `seconds`; request numbers (and so seeds) from
+    part * 10^7."""
     results: list[Result] = []
-    counter = iter(range(10**9))
+    counter = iter(range(part * 10**7, (part + 1) * 10**7))
+    delay = start - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
     async with _client(url, timeout_s) as client:
-        start = time.perf_counter()
 
         async def sender() -> None:
-            while time.perf_counter() - start < seconds:
+            while time.time() - start < seconds:
                 await _send(client, workload(next(counter)), results)
 
         await asyncio.gather(*(sender() for _ in range(clients)))
-        elapsed = time.perf_counter() - start
-    return summary(results, elapsed) | {"mode": "closed", "clients": clients}
+    return results
 
 
 def summary(results: list[Result], elapsed: float) -> dict[str, Any]:
@@ -174,13 +270,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--mix", action="store_true", help="the mix of operations instead of generations")
     parser.add_argument("--prompt", default="a large red circle in the top left on a blue background")
+    parser.add_argument("--processes", type=int, default=1, help="client processes sharing the load")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     workload = Workload(args.size, mix=args.mix, prompt=args.prompt)
     if args.rate is not None:
-        report = asyncio.run(open_loop(args.url, args.rate, args.seconds, workload))
+        report = open_load(args.url, args.rate, args.seconds, workload, processes=args.processes)
     else:
-        report = asyncio.run(closed_loop(args.url, args.clients or 8, args.seconds, workload))
+        report = closed_load(args.url, args.clients or 8, args.seconds, workload, processes=args.processes)
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -19,12 +19,13 @@ Writes (or, with --skip-pipeline, adds to) one JSON per card under --out and pri
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import itertools
 import json
 import statistics
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from typing import Any
 import httpx
 import torch
 
-from benchmarks.load import Workload, closed_loop, open_loop
+from benchmarks.load import Workload, closed_load, open_load
 from benchmarks.support import draws, metrics, service
 from model.clip import ClipEncoder
 from model.config import PAELLA_V1, ModelConfig, SamplerConfig
@@ -43,6 +44,7 @@ from model.ops import Draw, Generate
 from model.pipeline import Pipeline
 from model.vqgan import VQGAN
 from model.weights import write_random_folder
+from service.app import SWITCH_INTERVAL_S
 from service.gpu.executor import encode
 from training import world
 
@@ -140,6 +142,46 @@ def run_path(name: str, pipe: Pipeline, batches: list[int], repeats: int) -> lis
     return rows
 
 
+def contention(pipe: Pipeline, batches: list[int], repeats: int) -> list[dict[str, Any]]:
+    """Latency while another thread keeps the interpreter busy, as `paella serve`'s event loop and
+    encoders do under load (pure Python in 2 ms stretches, then a release): at Python's default switch
+    interval and at the one the service's worker sets. The GPU thread needs the interpreter back after
+    every launch and copy, and waits up to an interval each time."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            until = time.perf_counter() + 0.002
+            while time.perf_counter() < until:
+                sum(i * i for i in range(100))
+            time.sleep(0)
+
+    size, sampler = pipe.config.image_size, pipe.config.sampler
+    out = []
+    default = sys.getswitchinterval()
+    for batch in batches:
+        row: dict[str, Any] = {"batch": batch}
+
+        def call(n: int = batch) -> None:
+            pipe.images(draws([Generate(p, size, size) for p in fresh_prompts(n)], list(range(n)), sampler))
+
+        row["quiet_ms"] = round(statistics.median(wall_ms(call, repeats)), 2)
+        for name, interval in (("default", default), ("service", SWITCH_INTERVAL_S)):
+            sys.setswitchinterval(interval)
+            stop.clear()
+            thread = threading.Thread(target=busy, daemon=True)
+            thread.start()
+            try:
+                row[f"busy_{name}_interval_ms"] = round(statistics.median(wall_ms(call, repeats)), 2)
+            finally:
+                stop.set()
+                thread.join()
+                sys.setswitchinterval(default)
+        print("contention:", json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
 def agreement(mini: Path, n: int) -> dict[str, Any]:
     """On the trained paella-mini: the fast path's tokens against our float32 eager path's, seed by seed,
     and a seed alone against the same seed inside a batch of 32."""
@@ -230,7 +272,8 @@ def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) ->
                 flush=True,
             )
             rate = round(0.8 * best, 1)
-            load = asyncio.run(open_loop(url, rate, args.load_seconds, uniform))
+            procs = args.client_processes
+            load = phase(url, lambda: open_load(url, rate, args.load_seconds, uniform, processes=procs))
             print("open loop at 80%:", json.dumps(load), flush=True)
             out |= {
                 "service_load_rate_per_s": rate,
@@ -238,10 +281,12 @@ def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) ->
                 "service_load_errors": load["errors"],
             }
             highest, search = rate if _holds(load) else None, []
+            seconds = args.search_seconds
             for share in (0.9, 1.0, 1.1):
                 if highest is None:
                     break
-                trial = asyncio.run(open_loop(url, round(share * best, 1), args.search_seconds, uniform))
+                at = round(share * best, 1)
+                trial = phase(url, lambda at=at: open_load(url, at, seconds, uniform, processes=procs))
                 search.append(trial)
                 print(f"open loop at {share:.0%}:", json.dumps(trial), flush=True)
                 if not _holds(trial):
@@ -249,9 +294,9 @@ def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) ->
                 highest = trial["rate_per_s"]
             out["service_highest_rate_p99_500ms_per_s"] = highest
             clients = 2 * args.service_max_batch
-            most_uniform = asyncio.run(closed_loop(url, clients, args.search_seconds, uniform))
-            most_mixed = asyncio.run(closed_loop(url, clients, args.search_seconds, mixed))
-            mixed_load = asyncio.run(open_loop(url, rate, args.search_seconds, mixed))
+            most_uniform = phase(url, lambda: closed_load(url, clients, seconds, uniform, processes=procs))
+            most_mixed = phase(url, lambda: closed_load(url, clients, seconds, mixed, processes=procs))
+            mixed_load = phase(url, lambda: open_load(url, rate, seconds, mixed, processes=procs))
             print("closed loop uniform:", json.dumps(most_uniform), flush=True)
             print("closed loop mixed:", json.dumps(most_mixed), flush=True)
             print("open loop mixed at 80%:", json.dumps(mixed_load), flush=True)
@@ -286,6 +331,39 @@ def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) ->
             }
 
 
+def phase(url: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`run()`'s load report, with what the service's metrics saw meanwhile: batches and their mean size,
+    the mean time of a batch's stages (host preparation, device, readback) and of its whole executor
+    call, queue wait, and the event loop's lag (mean and the share of samples over 5 ms)."""
+    before = metrics(httpx.get(f"{url}/metrics").text)
+    report = run()
+    after = metrics(httpx.get(f"{url}/metrics").text)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    def mean_ms(name: str, labels: str = "") -> float | None:
+        count = delta(f"{name}_count{labels}")
+        return round(1000 * delta(f"{name}_sum{labels}") / count, 2) if count else None
+
+    batches = delta("paella_batch_size_count")
+    lag_samples = delta("paella_event_loop_lag_seconds_count")
+    over = lag_samples - delta('paella_event_loop_lag_seconds_bucket{le="0.005"}')
+    report["service_side"] = {
+        "batches": int(batches),
+        "mean_batch_size": round(delta("paella_batch_size_sum") / batches, 2) if batches else None,
+        "batch_compute_ms": mean_ms("paella_batch_compute_seconds"),
+        "stage_ms": {
+            stage: mean_ms("paella_batch_stage_seconds", f'{{stage="{stage}"}}')
+            for stage in ("prepare", "device", "readback")
+        },
+        "queue_wait_ms": mean_ms("paella_queue_wait_seconds"),
+        "loop_lag_ms": mean_ms("paella_event_loop_lag_seconds"),
+        "loop_lag_over_5ms_share": round(over / lag_samples, 3) if lag_samples else None,
+    }
+    return report
+
+
 def _holds(load: dict[str, Any]) -> bool:
     return load["errors"] == 0 and load["p99_ms"] is not None and load["p99_ms"] <= 500
 
@@ -305,6 +383,7 @@ def main() -> None:
     parser.add_argument("--best", type=float, help="service: the pipeline's best images/s (else the JSON's)")
     parser.add_argument("--service-max-batch", type=int, default=32)
     parser.add_argument("--encoders", type=int, default=8)
+    parser.add_argument("--client-processes", type=int, default=6, help="service: load generator processes")
     parser.add_argument("--lone", type=int, default=20, help="service: n=1 requests one at a time")
     parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--search-seconds", type=float, default=20)
@@ -340,6 +419,7 @@ def main() -> None:
     fast.warmup(max(args.batches), width=256, height=256)
     warmup_s = time.perf_counter() - start
     rows = run_path("fast", fast, args.batches, args.repeats)
+    contended = contention(fast, [b for b in (8, 32) if b in args.batches], args.repeats)
     del fast
     torch.cuda.empty_cache()
 
@@ -363,6 +443,7 @@ def main() -> None:
         "seconds": round(time.time() - started, 1),
         "fast": rows,
         "reference": reference,
+        "contention": contended,
         "agreement": agree,
     }
     args.out.mkdir(parents=True, exist_ok=True)

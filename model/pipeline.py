@@ -10,7 +10,9 @@ also decodes chosen steps' predictions of the same sampling pass (previews).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -170,9 +172,7 @@ class Pipeline:
     @torch.inference_mode()
     def decode(self, tokens: Tensor) -> list[Image.Image]:
         """PIL RGB images of token grids [B, h, w]."""
-        x = self._vqgan(self._decode, tokens)  # (B, 3, H, W) in [0, 1]
-        arrays = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a, "RGB") for a in arrays]
+        return _pictures(self._vqgan(self._decode, tokens))
 
     def images(self, draws: Sequence[Draw]) -> list[Image.Image]:
         """`decode(tokens(draws))`."""
@@ -180,14 +180,30 @@ class Pipeline:
 
     @torch.inference_mode()
     def render(
-        self, draws: Sequence[Draw], previews: Sequence[tuple[int, ...]]
+        self,
+        draws: Sequence[Draw],
+        previews: Sequence[tuple[int, ...]],
+        timings: dict[str, float] | None = None,
     ) -> tuple[list[Image.Image], list[list[Image.Image]]]:
         """The draws' pictures and, for draw i, the pictures of its predictions after the steps in
         `previews[i]`: one sampling pass; the pictures decoded as `images` decodes them, the previews in a
-        second batch."""
+        second batch.
+
+        `timings`, when given, receives the wall seconds of the stages: `prepare` (the host building the
+        rows and launching the work), `device` (waiting for the device to finish it), `readback` (copying
+        the pictures out and wrapping them). No synchronisation is added to measure them."""
+        began = time.perf_counter()
         steps = tuple(sorted({s for wanted in previews for s in wanted}))
         out = self._sampled(dataclasses.replace(self.rows(draws), snapshots=steps), draws)
-        pictures = self.decode(out.tokens)
+        x = self._vqgan(self._decode, out.tokens)
+        launched = time.perf_counter()
+        if x.is_cuda:
+            torch.cuda.current_stream().synchronize()
+        finished = time.perf_counter()
+        pictures = _pictures(x)
+        if timings is not None:
+            timings |= {"prepare": launched - began, "device": finished - launched}
+            timings["readback"] = time.perf_counter() - finished
         picks = [(i, steps.index(s)) for i, wanted in enumerate(previews) for s in wanted]
         if not picks:
             return pictures, [[] for _ in draws]
@@ -216,9 +232,7 @@ class Pipeline:
 
     def seed_tensor(self, seeds: Iterable[int]) -> Tensor:
         """Seeds as int64 on the device; uint64 values keep their bits."""
-        return torch.tensor(
-            [(int(s) + 2**63) % 2**64 - 2**63 for s in seeds], dtype=torch.int64, device=self.device
-        )
+        return torch.tensor([_signed(s) for s in seeds], dtype=torch.int64, device=self.device)
 
     def _vqgan(self, run: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         if not self.exact_vqgan:
@@ -246,24 +260,29 @@ class Pipeline:
         tokens = self._encoded(draws)
         spatial = any(isinstance(d.op, Composition) for d in draws)
         num_labels = self.config.denoiser.num_labels
-        fields: dict[str, list[Tensor]] = {k: [] for k in ("cond", "uncond", "init", "mask")}
+        # Whole-batch tensors, filled row by row only where an operation brings its own: a batch of
+        # generations costs a fixed number of device operations, however many images it holds (the GPU
+        # thread shares the interpreter lock with the event loop; every operation is a chance to wait).
+        init = torch.zeros((len(draws), *grid), dtype=torch.int64, device=self.device)
+        mask = torch.ones((len(draws), *grid), dtype=torch.bool, device=self.device)
+        conds: list[Tensor] = []
+        unconds: list[Tensor] = []
         from_noise, start_step, mode = [], [], []
         zeros = torch.zeros(self.config.clip.embed_dim, device=self.device)
-        for d in draws:
+        for i, d in enumerate(draws):
             op, config = d.op, d.sampler
-            init = torch.zeros(grid, dtype=torch.int64, device=self.device)
-            mask = torch.ones(grid, dtype=torch.bool, device=self.device)
             uncond, noise, first, renoise = zeros, True, config.start_step, config.renoise_mode
             if isinstance(op, Generate):
                 cond = text[op.prompt]
                 uncond = zeros if op.negative_prompt is None else text[op.negative_prompt]
             elif isinstance(op, Inpaint):
-                cond, init = text[op.prompt], tokens[op.image]
+                cond, init[i] = text[op.prompt], tokens[op.image]
                 f = self.config.downscale
                 pixel = torch.from_numpy(op.mask.array()).to(self.device)
-                mask = pixel.view(grid[0], f, grid[1], f).any(dim=3).any(dim=1)  # tokens touching the mask
+                mask[i] = pixel.view(grid[0], f, grid[1], f).any(dim=3).any(dim=1)  # tokens touching the mask
             elif isinstance(op, Outpaint):
-                cond, (init, mask) = text[op.prompt], self._canvas(op, tokens[op.image], grid)
+                cond = text[op.prompt]
+                init[i], mask[i] = self._canvas(op, tokens[op.image], grid)
             elif isinstance(op, Variation):
                 cond = seen[op.image]
             elif isinstance(op, Interpolation):
@@ -276,7 +295,8 @@ class Pipeline:
                 k = max(first, op.start_step(T))
                 r = torch.tensor(k / T, device=self.device)
                 seeds = self.seed_tensor([d.seed])
-                init = noise_tokens(tokens[op.image][None], r, seeds=seeds, step=k, num_labels=num_labels)[0]
+                start = noise_tokens(tokens[op.image][None], r, seeds=seeds, step=k, num_labels=num_labels)
+                init[i] = start[0]
                 cond, noise, first, renoise = text[op.prompt], False, k, "prev"
             else:
                 raise TypeError(f"unknown operation {type(op).__name__}")
@@ -284,32 +304,39 @@ class Pipeline:
                 cond = cond[:, None, None].expand(-1, *grid)
             if spatial and uncond.dim() == 1:
                 uncond = uncond[:, None, None].expand(-1, *grid)
-            for key, value in (("cond", cond), ("uncond", uncond), ("init", init), ("mask", mask)):
-                fields[key].append(value)
+            conds.append(cond)
+            unconds.append(uncond)
             from_noise.append(noise)
             start_step.append(first)
             mode.append(RENOISE_MODES.index(renoise))
         dtype = self._dtype(self.denoiser)
         configs = [d.sampler for d in draws]
-        temps = [torch.linspace(*c.temp_range, T, dtype=torch.float64).tolist() for c in configs]
-
-        def values(xs: Sequence[float | int | bool], dtype: torch.dtype) -> Tensor:
-            return torch.tensor(xs, dtype=dtype, device=self.device)
-
+        # the per-row numbers travel in two host tensors, one copy each
+        floats = torch.tensor(
+            [[c.guidance_scale, c.mass, *_temperatures(c.temp_range, T)] for c in configs],
+            dtype=torch.float32,
+        ).to(self.device, non_blocking=True)
+        ints = torch.tensor(
+            [
+                [_signed(d.seed), c.typical_min_tokens, s, c.effective_renoise_steps, m, n]
+                for d, c, s, m, n in zip(draws, configs, start_step, mode, from_noise, strict=True)
+            ],
+            dtype=torch.int64,
+        ).to(self.device, non_blocking=True)
         return Rows(
-            cond=torch.stack(fields["cond"]).to(dtype),
-            uncond=torch.stack(fields["uncond"]).to(dtype),
-            seeds=self.seed_tensor(d.seed for d in draws),
-            init=torch.stack(fields["init"]),
-            mask=torch.stack(fields["mask"]),
-            from_noise=values(from_noise, torch.bool),
-            guidance=values([c.guidance_scale for c in configs], torch.float32),
-            temperature=torch.tensor(temps, dtype=torch.float32, device=self.device),
-            typical_mass=values([c.mass for c in configs], torch.float32),
-            min_tokens=values([c.typical_min_tokens for c in configs], torch.int64),
-            start_step=values(start_step, torch.int64),
-            renoise_steps=values([c.effective_renoise_steps for c in configs], torch.int64),
-            renoise_mode=values(mode, torch.int64),
+            cond=torch.stack(conds).to(dtype),
+            uncond=torch.stack(unconds).to(dtype),
+            seeds=ints[:, 0],
+            init=init,
+            mask=mask,
+            from_noise=ints[:, 5].bool(),
+            guidance=floats[:, 0],
+            temperature=floats[:, 2:],
+            typical_mass=floats[:, 1],
+            min_tokens=ints[:, 1],
+            start_step=ints[:, 2],
+            renoise_steps=ints[:, 3],
+            renoise_mode=ints[:, 4],
             first_step=min(start_step),
             guided=any(c.guided for c in configs),
             typical=any(c.mass > 0 for c in configs),
@@ -379,3 +406,20 @@ class Pipeline:
         kernels, graphs and allocator caches are ready before traffic."""
         for n in self.batch_sizes(largest):
             self.images([Draw(Generate("", width, height), i, self.config.sampler) for i in range(n)])
+
+
+def _pictures(x: Tensor) -> list[Image.Image]:
+    """PIL RGB images of a decoded batch (B, 3, H, W) in [0, 1]."""
+    arrays = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a, "RGB") for a in arrays]
+
+
+def _signed(seed: int) -> int:
+    """A seed as an int64 value; a uint64 keeps its bits."""
+    return (int(seed) + 2**63) % 2**64 - 2**63
+
+
+@functools.lru_cache(maxsize=256)
+def _temperatures(temp_range: tuple[float, float], steps: int) -> tuple[float, ...]:
+    """Each step's temperature: `temp_range` spread linearly over the steps (as torch.linspace in float64)."""
+    return tuple(torch.linspace(*temp_range, steps, dtype=torch.float64).tolist())

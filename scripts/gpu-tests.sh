@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
-exec "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider "$@"
+exec "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests/model "$@"  # where the GPU tests live; the service's need packages the GPU image lacks

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, cast
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from service import metrics
 from service.http.access import Access
 from service.http.errors import install_error_handlers
 from service.http.image_store import ImageStore, MemoryImageStore, RedisImageStore
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from service.gpu.worker import Worker
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL_S = 0.0005  # the interpreter's switch interval in a process that runs a GPU worker
 
 
 def load_pipeline(settings: Settings) -> Pipeline:
@@ -73,6 +77,10 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
     from service.gpu.worker import Worker
 
     size = pipeline.config.image_size
+    # The GPU thread shares the interpreter with the event loop and the encoders, and needs the lock back
+    # after every kernel launch and copy; a busy holder keeps it up to the switch interval (5 ms by
+    # default), which under load multiplied into a batch's time.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     def warmup() -> None:
         pipeline.warmup(settings.max_batch_size, width=size, height=size)
@@ -133,9 +141,11 @@ def create_app(
         runtime = Runtime(settings, limits=limits)
         app.state.runtime = runtime
         starting = asyncio.create_task(_start(runtime, settings, pipeline, broker, run_worker))
+        lag = asyncio.create_task(metrics.watch_event_loop(), name="paella-loop-lag")
         try:
             yield
         finally:
+            lag.cancel()
             await starting
             await runtime.close()
 

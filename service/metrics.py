@@ -9,6 +9,7 @@ registry on its own port with `serve_metrics()`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -42,7 +43,20 @@ QUEUE_WAIT = Histogram(
     "paella_queue_wait_seconds", "Time from admission until a job's images enter a batch", buckets=SECONDS
 )
 BATCH_COMPUTE = Histogram("paella_batch_compute_seconds", "Executor time of one batch", buckets=SECONDS)
+BATCH_STAGE = Histogram(
+    "paella_batch_stage_seconds",
+    "One batch's time by stage: prepare (host builds and launches the work), device (waiting for the GPU), "
+    "readback (pictures copied out)",
+    ["stage"],
+    buckets=SECONDS,
+)
 BATCH_SIZE = Histogram("paella_batch_size", "Images per batch", buckets=IMAGES)
+LOOP_LAG = Histogram(
+    "paella_event_loop_lag_seconds",
+    "How late the process's event loop runs a task due now (sampled every 100 ms): a busy loop delays "
+    "every request it serves and, in `paella serve`, the GPU thread that shares its interpreter",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 IMAGES_GENERATED = Counter("paella_images_generated", "Images made and stored")
 QUEUE_DEPTH = Gauge(
     "paella_queue_depth", "Images admitted and not yet answered", multiprocess_mode="livemostrecent"
@@ -58,6 +72,15 @@ DEAD_LETTERS = Counter(
 WORKER_UP = Gauge("paella_worker_up", "Workers warmed up and running", multiprocess_mode="livesum")
 
 _gpu_memory: Gauge | None = None
+
+
+async def watch_event_loop(period_s: float = 0.1) -> None:
+    """Sample `paella_event_loop_lag_seconds` until cancelled: how much later than asked a sleep ends."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period_s
+        await asyncio.sleep(period_s)
+        LOOP_LAG.observe(max(0.0, loop.time() - due))
 
 
 def install_gpu_memory_gauge() -> bool:

@@ -236,7 +236,8 @@ class Worker:
         task.add_done_callback(self._encoding.discard)
 
     async def _encode_and_store(self, batch: list[Slice], results: list[Made]) -> None:
-        """Encode a batch's pictures and previews in the pool, then store them."""
+        """Encode a batch's pictures and previews in the pool, all at once, and store each slice as soon as
+        its own are done (a slice never waits for the encoding of another)."""
         loop = asyncio.get_running_loop()
 
         async def encoded(pictures: list[Any], encoding: Encoding) -> list[bytes]:
@@ -244,19 +245,19 @@ class Worker:
             jobs = (loop.run_in_executor(self._encoders, self.encode, p, encoding) for p in pictures)
             return list(await asyncio.gather(*jobs))
 
-        try:
-            done = [
-                Made(
-                    await encoded(made.pictures, part.job.encoding),
-                    [await encoded(previews, part.job.encoding) for previews in made.previews],
+        async def one(part: Slice, made: Made) -> None:
+            try:
+                pictures, previews = await asyncio.gather(
+                    encoded(made.pictures, part.job.encoding),
+                    asyncio.gather(*(encoded(p, part.job.encoding) for p in made.previews)),
                 )
-                for part, made in zip(batch, results, strict=True)
-            ]
-        except Exception:
-            log.exception("encoding a batch of %d images failed", sum(p.n for p in batch))
-            await self._fail(batch, generation_failed())
-            return
-        await self._store(batch, done)
+            except Exception:
+                log.exception("encoding %d images of job %s failed", part.n, part.job.id)
+                await self._fail([part], generation_failed())
+                return
+            await self._store([part], [Made(pictures, list(previews))])
+
+        await asyncio.gather(*(one(part, made) for part, made in zip(batch, results, strict=True)))
 
     async def _store(self, batch: list[Slice], results: list[Made]) -> None:
         for part, made in zip(batch, results, strict=True):
