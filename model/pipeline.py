@@ -45,6 +45,17 @@ from model.vqgan import VQGAN
 from model.weights import load_module, read_folder
 
 
+@dataclasses.dataclass
+class Launched:
+    """A batch whose work is queued on the device (`Pipeline.launch`): its pictures, then its previews, as
+    (N, H, W, 3) uint8 in host memory once `done` has passed (None: already there)."""
+
+    pixels: Tensor
+    done: torch.cuda.Event | None
+    previews: list[int]  # previews per draw, in draw order
+    prepare_s: float  # host seconds spent building and launching it
+
+
 class Pipeline:
     """Paella v1 text-to-image and its image operations, batched and seeded.
 
@@ -178,7 +189,6 @@ class Pipeline:
         """`decode(tokens(draws))`."""
         return self.decode(self.tokens(draws))
 
-    @torch.inference_mode()
     def render(
         self,
         draws: Sequence[Draw],
@@ -187,29 +197,51 @@ class Pipeline:
     ) -> tuple[list[Image.Image], list[list[Image.Image]]]:
         """The draws' pictures and, for draw i, the pictures of its predictions after the steps in
         `previews[i]`: one sampling pass; the pictures decoded as `images` decodes them, the previews in a
-        second batch.
+        second batch. `collect(launch(...))`.
 
         `timings`, when given, receives the wall seconds of the stages: `prepare` (the host building the
-        rows and launching the work), `device` (waiting for the device to finish it), `readback` (copying
-        the pictures out and wrapping them). No synchronisation is added to measure them."""
+        rows and launching the work), `device` (waiting for the device to finish it), `readback` (wrapping
+        the pictures). No synchronisation is added to measure them."""
+        return self.collect(self.launch(draws, previews), timings)
+
+    @torch.inference_mode()
+    def launch(self, draws: Sequence[Draw], previews: Sequence[tuple[int, ...]]) -> Launched:
+        """Queue a batch's work on the device (`render`'s), down to the copy of its pictures into host memory,
+        and return without waiting for it: the host can prepare the next batch while this one runs. Work
+        launched later queues behind it; `collect` waits for this batch's copy alone."""
         began = time.perf_counter()
         steps = tuple(sorted({s for wanted in previews for s in wanted}))
         out = self._sampled(dataclasses.replace(self.rows(draws), snapshots=steps), draws)
         x = self._vqgan(self._decode, out.tokens)
-        launched = time.perf_counter()
-        if x.is_cuda:
-            torch.cuda.current_stream().synchronize()
-        finished = time.perf_counter()
-        pictures = _pictures(x)
-        if timings is not None:
-            timings |= {"prepare": launched - began, "device": finished - launched}
-            timings["readback"] = time.perf_counter() - finished
         picks = [(i, steps.index(s)) for i, wanted in enumerate(previews) for s in wanted]
-        if not picks:
-            return pictures, [[] for _ in draws]
-        rows, columns = (torch.tensor(p, device=self.device) for p in zip(*picks, strict=True))
-        decoded = iter(self.decode(out.snapshots[rows, columns]))
-        return pictures, [[next(decoded) for _ in wanted] for wanted in previews]
+        if picks:
+            rows, columns = (torch.tensor(p, device=self.device) for p in zip(*picks, strict=True))
+            x = torch.cat([x, self._vqgan(self._decode, out.snapshots[rows, columns])])
+        pixels = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        done = None
+        if pixels.is_cuda:  # into pinned host memory, behind the batch's work on the stream
+            pixels = pixels.to("cpu", non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        return Launched(pixels, done, [len(wanted) for wanted in previews], time.perf_counter() - began)
+
+    def collect(
+        self, launched: Launched, timings: dict[str, float] | None = None
+    ) -> tuple[list[Image.Image], list[list[Image.Image]]]:
+        """A launched batch's pictures and previews, once its copy to the host has arrived."""
+        waited = time.perf_counter()
+        if launched.done is not None:
+            launched.done.synchronize()
+        arrived = time.perf_counter()
+        arrays = launched.pixels.numpy()
+        count = len(launched.previews)
+        pictures = [Image.fromarray(a, "RGB") for a in arrays[:count]]
+        decoded = iter(Image.fromarray(a, "RGB") for a in arrays[count:])
+        previews = [[next(decoded) for _ in range(n)] for n in launched.previews]
+        if timings is not None:
+            timings |= {"prepare": launched.prepare_s, "device": arrived - waited}
+            timings["readback"] = time.perf_counter() - arrived
+        return pictures, previews
 
     # ---- pictures and tokens
 
