@@ -8,16 +8,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from model.config import ModelConfig
 from service import metrics
 from service.errors import DeadlineExceeded, ServiceError, generation_failed
 from service.gpu.batcher import Batcher
+from service.gpu.flight import Flight, check_results, unique_jobs
 from service.queue.admission import cost
 from service.queue.broker import WorkQueue
-from service.queue.jobs import Encoding, Executor, Job, Made, Overlapping, Slice
+from service.queue.jobs import Encoding, Executor, Made, Overlapping, Slice
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Worker:
         self._next_beat = 0.0
         self._encoding: set[asyncio.Task[None]] = set()
         self._depth = 2 if isinstance(execute, Overlapping) else 1  # batches in flight at most
-        self._in_flight: deque[_Flight] = deque()
+        self._in_flight: deque[Flight] = deque()
         self._alone: set[str] = set()  # suspect jobs: their batches run with nothing else in flight
         self._last_end = 0.0
 
@@ -215,9 +215,9 @@ class Worker:
             except Exception:
                 await self._failed(batch)
                 return
-        self._in_flight.append(_Flight(batch, launched, start))
+        self._in_flight.append(Flight(batch, launched, start))
 
-    async def _finish(self, flight: _Flight) -> None:
+    async def _finish(self, flight: Flight) -> None:
         """Wait for a launched batch's pictures (computing them, for executors that do not overlap), then
         answer its jobs."""
         batch = flight.batch
@@ -227,7 +227,7 @@ class Worker:
                 results = await self._gpu(self.execute.collect, batch, flight.launched)
             else:
                 results = await self._gpu(self.execute, batch)
-            _check(batch, results)
+            check_results(batch, results)
         except _Hung:
             await self._abandon_in_flight(batch)
             return
@@ -252,7 +252,7 @@ class Worker:
 
     async def _failed(self, batch: list[Slice]) -> None:
         """A batch failed with no `ServiceError`: several jobs are retried one by one, a lone job fails."""
-        jobs = _unique_jobs(batch)
+        jobs = unique_jobs(batch)
         if len(jobs) > 1:
             log.exception("a batch of %d jobs failed; retrying them one by one", len(jobs))
             while self._in_flight:  # the retries run with nothing else in flight
@@ -272,12 +272,12 @@ class Worker:
 
     async def _one_by_one(self, batch: list[Slice]) -> None:
         """Each job of a failed batch alone: the ones that fail again get the error, the others images."""
-        for job in _unique_jobs(batch):
+        for job in unique_jobs(batch):
             own = [p for p in batch if p.job.id == job.id]
             self._alone.discard(job.id)
             try:
                 results = await self._gpu(self.execute, own)
-                _check(own, results)
+                check_results(own, results)
             except _Hung:
                 await self._abandon(own)
                 return
@@ -369,12 +369,12 @@ class Worker:
         return False
 
     async def _fail(self, batch: list[Slice], error: ServiceError) -> None:
-        for job in _unique_jobs(batch):
+        for job in unique_jobs(batch):
             self.batcher.discard(job.id)
             await self.queue.fail(job, error)
 
     async def _abandon(self, batch: list[Slice]) -> None:
-        jobs = _unique_jobs(batch)
+        jobs = unique_jobs(batch)
         for job in jobs:
             self.batcher.discard(job.id)
         await self.queue.abandon(jobs)
@@ -392,23 +392,3 @@ class Worker:
 
 class _Hung(Exception):
     """A batch outlived `hang_timeout_s`."""
-
-
-@dataclass
-class _Flight:
-    """A batch launched and not yet finished."""
-
-    batch: list[Slice]
-    launched: Any  # the executor's handle (None for executors that do not overlap)
-    start: float  # the worker clock when it was launched
-
-
-def _check(batch: list[Slice], results: list[Made]) -> None:
-    if len(results) != len(batch) or any(
-        len(made.pictures) != p.n or len(made.previews) != p.n for made, p in zip(results, batch, strict=True)
-    ):
-        raise ValueError("the executor returned the wrong number of images")
-
-
-def _unique_jobs(batch: list[Slice]) -> list[Job]:
-    return list({part.job.id: part.job for part in batch}.values())
