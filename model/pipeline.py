@@ -10,7 +10,6 @@ also decodes chosen steps' predictions of the same sampling pass (previews).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,8 +22,7 @@ from PIL import Image
 from torch import Tensor
 
 from model.clip import ClipEncoder
-from model.conditioning import interpolate, region_map
-from model.config import RENOISE_MODES, ModelConfig
+from model.config import ModelConfig
 from model.denoiser import Denoiser
 from model.folder import read_extra
 from model.graphs import BUCKETS, BucketGraphs, compile_batched
@@ -40,9 +38,21 @@ from model.ops import (
     StructuralEdit,
     Variation,
 )
-from model.sampler import Picker, Rows, Sampled, noise_tokens, pick_codes, sample
+from model.rows import build_rows, signed
+from model.sampler import Picker, Rows, Sampled, pick_codes, sample
 from model.vqgan import VQGAN
 from model.weights import load_module, read_folder
+
+
+@dataclasses.dataclass
+class Launched:
+    """A batch whose work is queued on the device (`Pipeline.launch`): its pictures, then its previews, as
+    (N, H, W, 3) uint8 in host memory once `done` has passed (None: already there)."""
+
+    pixels: Tensor
+    done: torch.cuda.Event | None
+    previews: list[int]  # previews per draw, in draw order
+    prepare_s: float  # host seconds spent building and launching it
 
 
 class Pipeline:
@@ -178,7 +188,6 @@ class Pipeline:
         """`decode(tokens(draws))`."""
         return self.decode(self.tokens(draws))
 
-    @torch.inference_mode()
     def render(
         self,
         draws: Sequence[Draw],
@@ -187,29 +196,51 @@ class Pipeline:
     ) -> tuple[list[Image.Image], list[list[Image.Image]]]:
         """The draws' pictures and, for draw i, the pictures of its predictions after the steps in
         `previews[i]`: one sampling pass; the pictures decoded as `images` decodes them, the previews in a
-        second batch.
+        second batch. `collect(launch(...))`.
 
         `timings`, when given, receives the wall seconds of the stages: `prepare` (the host building the
-        rows and launching the work), `device` (waiting for the device to finish it), `readback` (copying
-        the pictures out and wrapping them). No synchronisation is added to measure them."""
+        rows and launching the work), `device` (waiting for the device to finish it), `readback` (wrapping
+        the pictures). No synchronisation is added to measure them."""
+        return self.collect(self.launch(draws, previews), timings)
+
+    @torch.inference_mode()
+    def launch(self, draws: Sequence[Draw], previews: Sequence[tuple[int, ...]]) -> Launched:
+        """Queue a batch's work on the device (`render`'s), down to the copy of its pictures into host memory,
+        and return without waiting for it: the host can prepare the next batch while this one runs. Work
+        launched later queues behind it; `collect` waits for this batch's copy alone."""
         began = time.perf_counter()
         steps = tuple(sorted({s for wanted in previews for s in wanted}))
         out = self._sampled(dataclasses.replace(self.rows(draws), snapshots=steps), draws)
         x = self._vqgan(self._decode, out.tokens)
-        launched = time.perf_counter()
-        if x.is_cuda:
-            torch.cuda.current_stream().synchronize()
-        finished = time.perf_counter()
-        pictures = _pictures(x)
-        if timings is not None:
-            timings |= {"prepare": launched - began, "device": finished - launched}
-            timings["readback"] = time.perf_counter() - finished
         picks = [(i, steps.index(s)) for i, wanted in enumerate(previews) for s in wanted]
-        if not picks:
-            return pictures, [[] for _ in draws]
-        rows, columns = (torch.tensor(p, device=self.device) for p in zip(*picks, strict=True))
-        decoded = iter(self.decode(out.snapshots[rows, columns]))
-        return pictures, [[next(decoded) for _ in wanted] for wanted in previews]
+        if picks:
+            rows, columns = (torch.tensor(p, device=self.device) for p in zip(*picks, strict=True))
+            x = torch.cat([x, self._vqgan(self._decode, out.snapshots[rows, columns])])
+        pixels = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        done = None
+        if pixels.is_cuda:  # into pinned host memory, behind the batch's work on the stream
+            pixels = pixels.to("cpu", non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        return Launched(pixels, done, [len(wanted) for wanted in previews], time.perf_counter() - began)
+
+    def collect(
+        self, launched: Launched, timings: dict[str, float] | None = None
+    ) -> tuple[list[Image.Image], list[list[Image.Image]]]:
+        """A launched batch's pictures and previews, once its copy to the host has arrived."""
+        waited = time.perf_counter()
+        if launched.done is not None:
+            launched.done.synchronize()
+        arrived = time.perf_counter()
+        arrays = launched.pixels.numpy()
+        count = len(launched.previews)
+        pictures = [Image.fromarray(a, "RGB") for a in arrays[:count]]
+        decoded = iter(Image.fromarray(a, "RGB") for a in arrays[count:])
+        previews = [[next(decoded) for _ in range(n)] for n in launched.previews]
+        if timings is not None:
+            timings |= {"prepare": launched.prepare_s, "device": arrived - waited}
+            timings["readback"] = time.perf_counter() - arrived
+        return pictures, previews
 
     # ---- pictures and tokens
 
@@ -232,7 +263,7 @@ class Pipeline:
 
     def seed_tensor(self, seeds: Iterable[int]) -> Tensor:
         """Seeds as int64 on the device; uint64 values keep their bits."""
-        return torch.tensor([_signed(s) for s in seeds], dtype=torch.int64, device=self.device)
+        return torch.tensor([signed(s) for s in seeds], dtype=torch.int64, device=self.device)
 
     def _vqgan(self, run: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         if not self.exact_vqgan:
@@ -245,102 +276,9 @@ class Pipeline:
 
     # ---- operations to sampling rows
 
-    @torch.inference_mode()
     def rows(self, draws: Sequence[Draw]) -> Rows:
-        """The sampler's per-row inputs for `draws` (one canvas, one step count)."""
-        if not draws:
-            raise ValueError("no draws")
-        sizes, steps = {d.op.size for d in draws}, {d.sampler.steps for d in draws}
-        if len(sizes) != 1 or len(steps) != 1:
-            raise ValueError(f"one batch has one canvas and one step count, got {sizes} and {steps}")
-        (width, height), (T,) = sizes.pop(), steps
-        grid = self.config.grid(width, height)
-        text = self._text(draws)
-        seen = self._seen(draws)
-        tokens = self._encoded(draws)
-        spatial = any(isinstance(d.op, Composition) for d in draws)
-        num_labels = self.config.denoiser.num_labels
-        # Whole-batch tensors, filled row by row only where an operation brings its own: a batch of
-        # generations costs a fixed number of device operations, however many images it holds (the GPU
-        # thread shares the interpreter lock with the event loop; every operation is a chance to wait).
-        init = torch.zeros((len(draws), *grid), dtype=torch.int64, device=self.device)
-        mask = torch.ones((len(draws), *grid), dtype=torch.bool, device=self.device)
-        conds: list[Tensor] = []
-        unconds: list[Tensor] = []
-        from_noise, start_step, mode = [], [], []
-        zeros = torch.zeros(self.config.clip.embed_dim, device=self.device)
-        for i, d in enumerate(draws):
-            op, config = d.op, d.sampler
-            uncond, noise, first, renoise = zeros, True, config.start_step, config.renoise_mode
-            if isinstance(op, Generate):
-                cond = text[op.prompt]
-                uncond = zeros if op.negative_prompt is None else text[op.negative_prompt]
-            elif isinstance(op, Inpaint):
-                cond, init[i] = text[op.prompt], tokens[op.image]
-                f = self.config.downscale
-                pixel = torch.from_numpy(op.mask.array()).to(self.device)
-                mask[i] = pixel.view(grid[0], f, grid[1], f).any(dim=3).any(dim=1)  # tokens touching the mask
-            elif isinstance(op, Outpaint):
-                cond = text[op.prompt]
-                init[i], mask[i] = self._canvas(op, tokens[op.image], grid)
-            elif isinstance(op, Variation):
-                cond = seen[op.image]
-            elif isinstance(op, Interpolation):
-                a, b = (text[e] if isinstance(e, str) else seen[e] for e in (op.start, op.end))
-                t = torch.tensor(op.t(d.index), device=self.device)
-                cond = interpolate(a.float(), b.float(), t, op.mode)
-            elif isinstance(op, Composition):
-                cond = region_map(op.regions, torch.stack([text[r.prompt] for r in op.regions]), grid)
-            elif isinstance(op, StructuralEdit):
-                k = max(first, op.start_step(T))
-                r = torch.tensor(k / T, device=self.device)
-                seeds = self.seed_tensor([d.seed])
-                start = noise_tokens(tokens[op.image][None], r, seeds=seeds, step=k, num_labels=num_labels)
-                init[i] = start[0]
-                cond, noise, first, renoise = text[op.prompt], False, k, "prev"
-            else:
-                raise TypeError(f"unknown operation {type(op).__name__}")
-            if spatial and cond.dim() == 1:  # a pooled embedding among maps: the same vector everywhere
-                cond = cond[:, None, None].expand(-1, *grid)
-            if spatial and uncond.dim() == 1:
-                uncond = uncond[:, None, None].expand(-1, *grid)
-            conds.append(cond)
-            unconds.append(uncond)
-            from_noise.append(noise)
-            start_step.append(first)
-            mode.append(RENOISE_MODES.index(renoise))
-        dtype = self._dtype(self.denoiser)
-        configs = [d.sampler for d in draws]
-        # the per-row numbers travel in two host tensors, one copy each
-        floats = torch.tensor(
-            [[c.guidance_scale, c.mass, *_temperatures(c.temp_range, T)] for c in configs],
-            dtype=torch.float32,
-        ).to(self.device, non_blocking=True)
-        ints = torch.tensor(
-            [
-                [_signed(d.seed), c.typical_min_tokens, s, c.effective_renoise_steps, m, n]
-                for d, c, s, m, n in zip(draws, configs, start_step, mode, from_noise, strict=True)
-            ],
-            dtype=torch.int64,
-        ).to(self.device, non_blocking=True)
-        return Rows(
-            cond=torch.stack(conds).to(dtype),
-            uncond=torch.stack(unconds).to(dtype),
-            seeds=ints[:, 0],
-            init=init,
-            mask=mask,
-            from_noise=ints[:, 5].bool(),
-            guidance=floats[:, 0],
-            temperature=floats[:, 2:],
-            typical_mass=floats[:, 1],
-            min_tokens=ints[:, 1],
-            start_step=ints[:, 2],
-            renoise_steps=ints[:, 3],
-            renoise_mode=ints[:, 4],
-            first_step=min(start_step),
-            guided=any(c.guided for c in configs),
-            typical=any(c.mass > 0 for c in configs),
-        )
+        """The sampler's per-row inputs for `draws` (one canvas, one step count): `model.rows.build_rows`."""
+        return build_rows(self, draws)
 
     def _text(self, draws: Sequence[Draw]) -> dict[str, Tensor]:
         """The CLIP text embedding of every prompt the draws name, from one batched encoding."""
@@ -383,19 +321,6 @@ class Pipeline:
             out.update(zip(same, self.encode(same), strict=True))
         return out
 
-    def _canvas(self, op: Outpaint, tokens: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """An outpainting's starting tokens, the picture's tokens in place, and its mask (True outside)."""
-        f = self.config.downscale
-        if any(side % f for side in (op.left, op.right, op.up, op.down)):
-            raise ValueError(f"outpainting sides must be multiples of {f}")
-        h, w = tokens.shape
-        top, left = op.up // f, op.left // f
-        canvas = torch.zeros(grid, dtype=torch.int64, device=self.device)
-        canvas[top : top + h, left : left + w] = tokens
-        mask = torch.ones(grid, dtype=torch.bool, device=self.device)
-        mask[top : top + h, left : left + w] = False
-        return canvas, mask
-
     def batch_sizes(self, largest: int) -> list[int]:
         """The batch sizes worth warming up to `largest`: the fast path's buckets, else powers of two."""
         sizes = self.buckets or [2**i for i in range(largest.bit_length())]
@@ -412,14 +337,3 @@ def _pictures(x: Tensor) -> list[Image.Image]:
     """PIL RGB images of a decoded batch (B, 3, H, W) in [0, 1]."""
     arrays = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a, "RGB") for a in arrays]
-
-
-def _signed(seed: int) -> int:
-    """A seed as an int64 value; a uint64 keeps its bits."""
-    return (int(seed) + 2**63) % 2**64 - 2**63
-
-
-@functools.lru_cache(maxsize=256)
-def _temperatures(temp_range: tuple[float, float], steps: int) -> tuple[float, ...]:
-    """Each step's temperature: `temp_range` spread linearly over the steps (as torch.linspace in float64)."""
-    return tuple(torch.linspace(*temp_range, steps, dtype=torch.float64).tolist())

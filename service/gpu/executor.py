@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from model.pipeline import Pipeline
+from model.pipeline import Launched, Pipeline
 from model.sampler import preview_steps
 from service import metrics
 from service.gpu.png import encode_png
@@ -17,18 +17,27 @@ from service.queue.jobs import PNG, Encoding, Made, Slice
 
 
 class Executor:
-    """One `Pipeline.render` call per batch; every image's seed alone decides its tokens, and its previews
-    come from the same sampling pass."""
+    """One `Pipeline.render` per batch, in two halves the worker can overlap: `launch` (rows built, work
+    queued on the device) and `collect` (pictures back, per slice). Every image's seed alone decides its
+    tokens, and its previews come from the same sampling pass."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
     def __call__(self, slices: Sequence[Slice]) -> list[Made]:
         """Pictures per slice, in the order of the slice's seeds, each with its previews."""
+        return self.collect(slices, self.launch(slices))
+
+    def launch(self, slices: Sequence[Slice]) -> Launched:
+        """Queue the batch's work; returns before the device has done it."""
         draws = [d for s in slices for d in s.draws()]
         previews = [preview_steps(s.job.sampler.steps, s.job.previews) for s in slices for _ in range(s.n)]
+        return self.pipeline.launch(draws, previews)
+
+    def collect(self, slices: Sequence[Slice], launched: Launched) -> list[Made]:
+        """A launched batch's pictures per slice, once the device has made them."""
         timings: dict[str, float] = {}
-        pictures, previewed = self.pipeline.render(draws, previews, timings)
+        pictures, previewed = self.pipeline.collect(launched, timings)
         for stage, seconds in timings.items():
             metrics.BATCH_STAGE.labels(stage).observe(seconds)
         out, at = [], 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,9 +14,10 @@ from model.config import ModelConfig
 from service import metrics
 from service.errors import DeadlineExceeded, ServiceError, generation_failed
 from service.gpu.batcher import Batcher
+from service.gpu.flight import Flight, check_results, unique_jobs
 from service.queue.admission import cost
 from service.queue.broker import WorkQueue
-from service.queue.jobs import Encoding, Executor, Job, Made, Slice
+from service.queue.jobs import Encoding, Executor, Made, Overlapping, Slice
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,11 @@ class Worker:
     nobody waits for any more, are dropped without reaching the executor. A `ServiceError` the executor
     raises fails every job of its batch; any other failure of a batch of several jobs is retried job by
     job, so one poisonous request fails alone (500 `generation_failed`) and the others are answered.
+
+    An `Overlapping` executor keeps two batches in flight: once a batch is launched (its work queued on the
+    device), the next due batch is prepared and launched behind it before the first is collected, so the
+    host's preparation hides behind the device's work. A batch holding a suspect job (see the queue) is
+    never in flight beside another: a job that crashes the process takes no other batch along.
 
     With `encode`, a batch's pictures and previews are encoded in a pool of threads while the GPU thread
     runs the next batch (at most `max_encoding` batches behind it); each slice's previews are published,
@@ -87,6 +94,10 @@ class Worker:
         self._stopping = False
         self._next_beat = 0.0
         self._encoding: set[asyncio.Task[None]] = set()
+        self._depth = 2 if isinstance(execute, Overlapping) else 1  # batches in flight at most
+        self._in_flight: deque[Flight] = deque()
+        self._alone: set[str] = set()  # suspect jobs: their batches run with nothing else in flight
+        self._last_end = 0.0
 
     @property
     def alive(self) -> bool:
@@ -99,7 +110,7 @@ class Worker:
 
     async def run(self) -> None:
         gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paella-gpu")
-        self._gpu = gpu
+        self._gpu_thread = gpu
         self._encoders = ThreadPoolExecutor(max_workers=self.encoders, thread_name_prefix="paella-encode")
         try:
             if self.warmup is not None:
@@ -126,6 +137,8 @@ class Worker:
             finally:
                 self.ready.clear()
                 metrics.WORKER_UP.dec()
+                while self._in_flight and not self.hung:
+                    await self._finish(self._in_flight.popleft())
                 await asyncio.gather(*self._encoding)
                 leftover = self.batcher.drain()
                 if leftover:
@@ -136,8 +149,12 @@ class Worker:
 
     async def _step(self) -> None:
         await self._heartbeat(force=False)
+        if len(self._in_flight) >= self._depth or self._alone_in_flight():
+            await self._finish(self._in_flight.popleft())
+            return
         now = self.clock()
         for job in self.batcher.expire(now):
+            self._alone.discard(job.id)
             await self.queue.fail(job, DeadlineExceeded())
         batch = self.batcher.next_batch(now)
         if batch:
@@ -146,51 +163,121 @@ class Worker:
                 if part not in wanted:
                     self.batcher.discard(part.job.id)
             if wanted:
-                await self._run_batch(wanted)
+                if self._in_flight and any(p.job.id in self._alone for p in wanted):
+                    while self._in_flight:  # a suspect's batch starts with nothing else in flight
+                        await self._finish(self._in_flight.popleft())
+                await self._launch(wanted)
+            return
+        if self._in_flight:
+            if len(self._in_flight) < self._depth and await self._more_due():
+                return  # launch it behind the one in flight before waiting for that one
+            await self._finish(self._in_flight.popleft())
             return
         wakeup = self.batcher.next_wakeup(now)
         timeout = self.poll_s if wakeup is None else min(self.poll_s, max(0.0, wakeup - now))
         if self.queue.heartbeat_interval_s is not None:
             timeout = min(timeout, self.queue.heartbeat_interval_s)
+        await self._receive(timeout)
+
+    async def _receive(self, timeout: float) -> None:
         room = max(1, self.batcher.max_batch_size - self.batcher.pending_images)
         for delivery in await self.queue.receive(room, timeout):
+            if delivery.suspect:
+                self._alone.add(delivery.job.id)
             self.batcher.add(delivery.job, delivery.start, alone=delivery.suspect)
 
-    async def _run_batch(self, batch: list[Slice]) -> None:
+    async def _more_due(self) -> bool:
+        """Take what the queue holds, without waiting; whether a batch is due now."""
+        await self._receive(0.001)
+        now = self.clock()
+        wakeup = self.batcher.next_wakeup(now)
+        return wakeup is not None and wakeup <= now
+
+    def _alone_in_flight(self) -> bool:
+        return any(p.job.id in self._alone for f in self._in_flight for p in f.batch)
+
+    async def _launch(self, batch: list[Slice]) -> None:
+        """Start a batch: queue its work on the device (`Overlapping` executors), or just note it (others
+        compute the whole batch when it is finished)."""
         start = self.clock()
         for part in batch:
             metrics.QUEUE_WAIT.observe(max(0.0, start - part.job.created))
+        launched: Any = None
+        if isinstance(self.execute, Overlapping):
+            try:
+                launched = await self._gpu(self.execute.launch, batch)
+            except _Hung:
+                await self._abandon_in_flight(batch)
+                return
+            except ServiceError as e:
+                await self._fail(batch, e)
+                return
+            except Exception:
+                await self._failed(batch)
+                return
+        self._in_flight.append(Flight(batch, launched, start))
+
+    async def _finish(self, flight: Flight) -> None:
+        """Wait for a launched batch's pictures (computing them, for executors that do not overlap), then
+        answer its jobs."""
+        batch = flight.batch
         error: ServiceError | None = None
         try:
-            results = await self._compute(batch)
+            if isinstance(self.execute, Overlapping):
+                results = await self._gpu(self.execute.collect, batch, flight.launched)
+            else:
+                results = await self._gpu(self.execute, batch)
+            check_results(batch, results)
         except _Hung:
-            await self._abandon(batch)
+            await self._abandon_in_flight(batch)
             return
         except ServiceError as e:
             error = e
         except Exception:
-            if len(_unique_jobs(batch)) > 1:
-                log.exception("a batch of %d jobs failed; retrying them one by one", len(_unique_jobs(batch)))
-                await self._one_by_one(batch)
-                return
-            log.exception("a job of %d images failed", sum(p.n for p in batch))
-            error = generation_failed()
-        seconds = max(0.0, self.clock() - start)
+            await self._failed(batch)
+            return
+        end = self.clock()
+        seconds = max(0.0, end - max(flight.start, self._last_end))  # its own time, not its wait
+        self._last_end = end
         metrics.BATCH_COMPUTE.observe(seconds)
         metrics.BATCH_SIZE.observe(sum(p.n for p in batch))
         metrics.refresh_gpu_memory()
+        for part in batch:
+            self._alone.discard(part.job.id)
         if error is not None:
             await self._fail(batch, error)
             return
         await self.queue.record(sum(cost(p.job) * p.n / p.job.n for p in batch), seconds)
         await self._deliver(batch, results)
 
+    async def _failed(self, batch: list[Slice]) -> None:
+        """A batch failed with no `ServiceError`: several jobs are retried one by one, a lone job fails."""
+        jobs = unique_jobs(batch)
+        if len(jobs) > 1:
+            log.exception("a batch of %d jobs failed; retrying them one by one", len(jobs))
+            while self._in_flight:  # the retries run with nothing else in flight
+                await self._finish(self._in_flight.popleft())
+            await self._one_by_one(batch)
+            return
+        log.exception("a job of %d images failed", sum(p.n for p in batch))
+        for job in jobs:
+            self._alone.discard(job.id)
+        await self._fail(batch, generation_failed())
+
+    async def _abandon_in_flight(self, batch: list[Slice]) -> None:
+        """The GPU thread hung: give up `batch` and every batch still in flight."""
+        others = [p for f in self._in_flight for p in f.batch]
+        self._in_flight.clear()
+        await self._abandon(batch + others)
+
     async def _one_by_one(self, batch: list[Slice]) -> None:
         """Each job of a failed batch alone: the ones that fail again get the error, the others images."""
-        for job in _unique_jobs(batch):
+        for job in unique_jobs(batch):
             own = [p for p in batch if p.job.id == job.id]
+            self._alone.discard(job.id)
             try:
-                results = await self._compute(own)
+                results = await self._gpu(self.execute, own)
+                check_results(own, results)
             except _Hung:
                 await self._abandon(own)
                 return
@@ -202,9 +289,9 @@ class Worker:
             else:
                 await self._deliver(own, results)
 
-    async def _compute(self, batch: list[Slice]) -> list[Made]:
-        """The executor's pictures for `batch`, from the GPU thread; `_Hung` past `hang_timeout_s`."""
-        future = asyncio.get_running_loop().run_in_executor(self._gpu, self.execute, batch)
+    async def _gpu(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` in the GPU thread; `_Hung` past `hang_timeout_s`, heartbeats meanwhile."""
+        future = asyncio.get_running_loop().run_in_executor(self._gpu_thread, fn, *args)
         started = time.monotonic()
         interval = self.queue.heartbeat_interval_s or self.hang_timeout_s
         while not future.done():
@@ -217,13 +304,7 @@ class Worker:
                 log.error("a batch has run for over %s s: the worker is hung and stops", self.hang_timeout_s)
                 raise _Hung
             await self._heartbeat(force=True)  # the queue must not reclaim the batch meanwhile
-        results: list[Made] = future.result()
-        if len(results) != len(batch) or any(
-            len(made.pictures) != p.n or len(made.previews) != p.n
-            for made, p in zip(results, batch, strict=True)
-        ):
-            raise ValueError("the executor returned the wrong number of images")
-        return results
+        return future.result()
 
     async def _deliver(self, batch: list[Slice], results: list[Made]) -> None:
         if self.encode is None:
@@ -288,12 +369,12 @@ class Worker:
         return False
 
     async def _fail(self, batch: list[Slice], error: ServiceError) -> None:
-        for job in _unique_jobs(batch):
+        for job in unique_jobs(batch):
             self.batcher.discard(job.id)
             await self.queue.fail(job, error)
 
     async def _abandon(self, batch: list[Slice]) -> None:
-        jobs = _unique_jobs(batch)
+        jobs = unique_jobs(batch)
         for job in jobs:
             self.batcher.discard(job.id)
         await self.queue.abandon(jobs)
@@ -311,7 +392,3 @@ class Worker:
 
 class _Hung(Exception):
     """A batch outlived `hang_timeout_s`."""
-
-
-def _unique_jobs(batch: list[Slice]) -> list[Job]:
-    return list({part.job.id: part.job for part in batch}.values())

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from model.config import SamplerConfig
 from model.ops import Draw, Operation, Variation, spatial
@@ -113,3 +113,16 @@ class Made:
 
 Executor = Callable[[list[Slice]], list[Made]]
 """Runs one batch on the GPU: what it made of each slice. Synchronous; may raise `ServiceError`."""
+
+
+@runtime_checkable
+class Overlapping(Protocol):
+    """An executor in two halves, `execute(slices) == collect(slices, launch(slices))`: `launch` queues a
+    batch's work on the device and returns, so the host can prepare the next batch while it runs; `collect`
+    waits for that batch alone. Both synchronous, in the GPU thread; either may raise `ServiceError`."""
+
+    def __call__(self, slices: list[Slice]) -> list[Made]: ...
+
+    def launch(self, slices: list[Slice]) -> Any: ...
+
+    def collect(self, slices: list[Slice], launched: Any) -> list[Made]: ...

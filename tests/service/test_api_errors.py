@@ -303,10 +303,10 @@ class HeldPipeline:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.pipeline, name)
 
-    def render(self, draws: Any, previews: Any) -> Any:
+    def launch(self, draws: Any, previews: Any) -> Any:  # where the executor starts a batch
         self.started.set()
         self.release.wait(timeout=30)
-        return self.pipeline.render(draws, previews)
+        return self.pipeline.launch(draws, previews)
 
 
 def test_a_full_queue_gets_503_with_retry_after_and_a_request_larger_than_it_413(
@@ -336,13 +336,13 @@ def test_a_client_that_leaves_is_counted_and_its_job_never_computed(
 ) -> None:
     held = HeldPipeline(pipeline)
     seen: list[str] = []
-    render = held.render
+    launch = held.launch
 
     def recording(draws: Any, previews: Any) -> Any:
         seen.extend(d.op.prompt for d in draws)
-        return render(draws, previews)
+        return launch(draws, previews)
 
-    held.render = recording  # type: ignore[method-assign]
+    held.launch = recording  # type: ignore[method-assign]
     settings = _settings(tiny_model_dir)
     body = {"size": "32x32", "steps": 1}
     with LiveServer(create_app(settings, pipeline=held)) as live, live.client() as client:  # type: ignore[arg-type]

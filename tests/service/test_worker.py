@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -223,5 +225,74 @@ def test_a_failed_encoding_fails_its_jobs_with_500() -> None:
 
         await with_worker(broker, worker, body)
         assert await broker.depth() == 0
+
+    asyncio.run(scenario())
+
+
+class TwoHalves:
+    """An overlapping executor: `launch` notes the batch, `collect` makes it; both log their order. A batch
+    holding seed 13 fails when collected."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, slices: list[Slice]) -> list[Made]:
+        return self.collect(slices, self.launch(slices))
+
+    def launch(self, slices: list[Slice]) -> int:
+        with self.lock:
+            self.log.append(f"launch {len(self.log)}")
+            return len(self.log) - 1
+
+    def collect(self, slices: list[Slice], launched: int) -> list[Made]:
+        time.sleep(0.02)  # the device's time
+        with self.lock:
+            self.log.append(f"collect {launched}")
+        if any(13 in s.seeds for s in slices):
+            raise RuntimeError("boom")
+        return fake_execute(slices)
+
+
+def test_an_overlapping_executor_launches_the_next_batch_before_collecting_the_last() -> None:
+    execute = TwoHalves()
+
+    async def scenario() -> None:
+        broker = inprocess()
+        worker = Worker(broker, execute, max_batch_size=2, max_wait_ms=1)
+
+        async def body() -> None:
+            jobs = [fake_job([i]) for i in range(12)]
+            answers = await asyncio.gather(*(broker.submit(j) for j in jobs))
+            assert answers == [[fake_png(j, j.seeds[0])] for j in jobs]
+
+        await with_worker(broker, worker, body)
+
+    asyncio.run(scenario())
+    launches = [i for i, line in enumerate(execute.log) if line.startswith("launch")]
+    collects = {int(line.split()[1]): i for i, line in enumerate(execute.log) if line.startswith("collect")}
+    assert len(launches) == len(collects) >= 6
+    # some batch was launched while the one before it was still in flight (not yet collected)
+    assert any(collects[earlier] > later for earlier, later in itertools.pairwise(launches))
+    # never more than two in flight
+    for i in range(len(execute.log)):
+        in_flight = sum(1 for j in launches if j <= i and collects[j] > i)
+        assert in_flight <= 2, execute.log
+
+
+def test_an_overlapping_batch_that_fails_is_retried_job_by_job() -> None:
+    execute = TwoHalves()
+
+    async def scenario() -> None:
+        broker = inprocess()
+        worker = Worker(broker, execute, max_batch_size=4, max_wait_ms=30)
+
+        async def body() -> None:
+            jobs = [fake_job([12]), fake_job([13]), fake_job([14])]
+            results = await asyncio.gather(*(broker.submit(j) for j in jobs), return_exceptions=True)
+            assert results[0] == [fake_png(jobs[0], 12)] and results[2] == [fake_png(jobs[2], 14)]
+            assert isinstance(results[1], ServiceError) and results[1].code == "generation_failed"
+
+        await with_worker(broker, worker, body)
 
     asyncio.run(scenario())
