@@ -162,9 +162,9 @@ def open_load(
     and a late client would be measured as a slow server."""
     if processes <= 1:
         return asyncio.run(open_loop(url, rate, seconds, workload, timeout_s))
-    start = time.time() + 2.0  # the processes' start-up, before the first arrival
-    parts = [(url, rate, seconds, workload, timeout_s, start, j, processes) for j in range(processes)]
     with _pool(processes) as pool:
+        start = time.time() + 0.5  # the processes are up: the schedule starts now, for all of them
+        parts = [(url, rate, seconds, workload, timeout_s, start, j, processes) for j in range(processes)]
         results = [r for part in pool.map(_arrivals_part, parts) for r in part]
     return summary(results, time.time() - start) | {
         "mode": "open",
@@ -185,10 +185,10 @@ def closed_load(
     """`closed_loop`'s clients spread over `processes` client processes."""
     if processes <= 1:
         return asyncio.run(closed_loop(url, clients, seconds, workload, timeout_s))
-    start = time.time() + 2.0
-    shares = [clients // processes + (j < clients % processes) for j in range(processes)]
-    parts = [(url, n, seconds, workload, timeout_s, start, j) for j, n in enumerate(shares) if n]
-    with _pool(len(parts)) as pool:
+    shares = [n for n in (clients // processes + (j < clients % processes) for j in range(processes)) if n]
+    with _pool(len(shares)) as pool:
+        start = time.time() + 0.5
+        parts = [(url, n, seconds, workload, timeout_s, start, j) for j, n in enumerate(shares)]
         results = [r for part in pool.map(_senders_part, parts) for r in part]
     return summary(results, time.time() - start) | {
         "mode": "closed",
@@ -198,7 +198,12 @@ def closed_load(
 
 
 def _pool(processes: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+    """`processes` client processes, started and past their imports before it returns: a process that
+    spawns (and imports the caller's main module, torch and all) during the schedule would send its
+    share late, in a burst."""
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+    list(pool.map(time.sleep, [2.0] * processes))  # each busy for 2 s: every process gets started
+    return pool
 
 
 async def closed_loop(

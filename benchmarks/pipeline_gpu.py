@@ -303,7 +303,9 @@ def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) ->
             out |= {
                 "service_uniform_images_per_s": most_uniform["images_per_s"],
                 "service_mixed_images_per_s": most_mixed["images_per_s"],
-                "service_mixed_share": round(most_mixed["images_per_s"] / most_uniform["images_per_s"], 3),
+                "service_mixed_share": round(most_mixed["images_per_s"] / most_uniform["images_per_s"], 3)
+                if most_uniform["images_per_s"]
+                else None,
                 "service_mixed_p99_ms": mixed_load["p99_ms"],
                 "service_mixed_errors": mixed_load["errors"],
             }

@@ -15,6 +15,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 from model.config import CLIPConfig
+from model.transfer import to_device
 
 
 class WordTokenizer:
@@ -146,10 +147,10 @@ class ClipEncoder(nn.Module):
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text embeddings [B, embed_dim]; in eval mode recent prompts come from an LRU cache."""
         if not self.cache_size or self.training:
-            return self.model.encode_text(self.tokenizer(list(prompts)).to(self.device))
+            return self.model.encode_text(to_device(self.tokenizer(list(prompts)), self.device))
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
-            fresh = self.text_tower(self.tokenizer(missing).to(self.device))
+            fresh = self.text_tower(to_device(self.tokenizer(missing), self.device))
             self._cache.update(zip(missing, fresh.detach(), strict=True))
         out = torch.stack([self._cache[p] for p in prompts])
         for p in prompts:

@@ -40,6 +40,7 @@ from model.ops import (
 )
 from model.rows import build_rows, signed
 from model.sampler import Picker, Rows, Sampled, pick_codes, sample
+from model.transfer import to_device
 from model.vqgan import VQGAN
 from model.weights import load_module, read_folder
 
@@ -214,7 +215,7 @@ class Pipeline:
         x = self._vqgan(self._decode, out.tokens)
         picks = [(i, steps.index(s)) for i, wanted in enumerate(previews) for s in wanted]
         if picks:
-            rows, columns = (torch.tensor(p, device=self.device) for p in zip(*picks, strict=True))
+            rows, columns = (to_device(torch.tensor(p), self.device) for p in zip(*picks, strict=True))
             x = torch.cat([x, self._vqgan(self._decode, out.snapshots[rows, columns])])
         pixels = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         done = None
@@ -258,12 +259,13 @@ class Pipeline:
 
     def pixels(self, pictures: Sequence[Picture]) -> Tensor:
         """Pictures of one size as one float batch [B, 3, H, W] in [0, 1] on the device."""
-        batch = torch.from_numpy(np.stack([p.array() for p in pictures])).to(self.device)  # (B, H, W, 3)
+        host = torch.from_numpy(np.stack([p.array() for p in pictures]))  # (B, H, W, 3)
+        batch = to_device(host, self.device)
         return batch.permute(0, 3, 1, 2).float() / 255
 
     def seed_tensor(self, seeds: Iterable[int]) -> Tensor:
         """Seeds as int64 on the device; uint64 values keep their bits."""
-        return torch.tensor([signed(s) for s in seeds], dtype=torch.int64, device=self.device)
+        return to_device(torch.tensor([signed(s) for s in seeds], dtype=torch.int64), self.device)
 
     def _vqgan(self, run: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         if not self.exact_vqgan:

@@ -14,6 +14,7 @@ from model.conditioning import interpolate, region_map
 from model.config import RENOISE_MODES
 from model.ops import Composition, Draw, Generate, Inpaint, Interpolation, Outpaint, StructuralEdit, Variation
 from model.sampler import Rows, noise_tokens
+from model.transfer import to_device
 
 if TYPE_CHECKING:
     from model.pipeline import Pipeline
@@ -52,7 +53,7 @@ def build_rows(pipe: Pipeline, draws: Sequence[Draw]) -> Rows:
         elif isinstance(op, Inpaint):
             cond, init[i] = text[op.prompt], tokens[op.image]
             f = pipe.config.downscale
-            pixel = torch.from_numpy(op.mask.array()).to(pipe.device)
+            pixel = to_device(torch.from_numpy(op.mask.array()), pipe.device)
             mask[i] = pixel.view(grid[0], f, grid[1], f).any(dim=3).any(dim=1)  # tokens touching the mask
         elif isinstance(op, Outpaint):
             cond = text[op.prompt]
@@ -61,13 +62,13 @@ def build_rows(pipe: Pipeline, draws: Sequence[Draw]) -> Rows:
             cond = seen[op.image]
         elif isinstance(op, Interpolation):
             a, b = (text[e] if isinstance(e, str) else seen[e] for e in (op.start, op.end))
-            t = torch.tensor(op.t(d.index), device=pipe.device)
+            t = to_device(torch.tensor(op.t(d.index)), pipe.device)
             cond = interpolate(a.float(), b.float(), t, op.mode)
         elif isinstance(op, Composition):
             cond = region_map(op.regions, torch.stack([text[r.prompt] for r in op.regions]), grid)
         elif isinstance(op, StructuralEdit):
             k = max(first, op.start_step(T))
-            r = torch.tensor(k / T, device=pipe.device)
+            r = to_device(torch.tensor(k / T), pipe.device)
             seeds = pipe.seed_tensor([d.seed])
             start = noise_tokens(tokens[op.image][None], r, seeds=seeds, step=k, num_labels=num_labels)
             init[i] = start[0]
@@ -86,17 +87,23 @@ def build_rows(pipe: Pipeline, draws: Sequence[Draw]) -> Rows:
     dtype = pipe._dtype(pipe.denoiser)
     configs = [d.sampler for d in draws]
     # the per-row numbers travel in two host tensors, one copy each
-    floats = torch.tensor(
-        [[c.guidance_scale, c.mass, *_temperatures(c.temp_range, T)] for c in configs],
-        dtype=torch.float32,
-    ).to(pipe.device, non_blocking=True)
-    ints = torch.tensor(
-        [
-            [signed(d.seed), c.typical_min_tokens, s, c.effective_renoise_steps, m, n]
-            for d, c, s, m, n in zip(draws, configs, start_step, mode, from_noise, strict=True)
-        ],
-        dtype=torch.int64,
-    ).to(pipe.device, non_blocking=True)
+    floats = to_device(
+        torch.tensor(
+            [[c.guidance_scale, c.mass, *_temperatures(c.temp_range, T)] for c in configs],
+            dtype=torch.float32,
+        ),
+        pipe.device,
+    )
+    ints = to_device(
+        torch.tensor(
+            [
+                [signed(d.seed), c.typical_min_tokens, s, c.effective_renoise_steps, m, n]
+                for d, c, s, m, n in zip(draws, configs, start_step, mode, from_noise, strict=True)
+            ],
+            dtype=torch.int64,
+        ),
+        pipe.device,
+    )
     return Rows(
         cond=torch.stack(conds).to(dtype),
         uncond=torch.stack(unconds).to(dtype),
