@@ -83,7 +83,7 @@ def worker(settings: Settings) -> None:
     """Run a GPU worker on the Redis queue until SIGINT or SIGTERM, its metrics on `metrics_port`."""
     logs.configure(settings.log_level, settings.log_format)
     from service.app import load_pipeline, make_broker, make_worker
-    from service.metrics import serve_metrics
+    from service.metrics import serve_metrics, watch_event_loop
 
     workers: list[Worker] = []
 
@@ -95,9 +95,11 @@ def worker(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, gpu.stop)
+        lag = asyncio.create_task(watch_event_loop(), name="paella-loop-lag")
         try:
             await gpu.run()
         finally:
+            lag.cancel()
             await broker.close()
 
     def healthy() -> bool:
