@@ -36,11 +36,14 @@ RUN python requirements.py pyproject.toml torch torchvision > requirements.txt \
 COPY model model
 COPY service service
 
-RUN useradd --create-home --uid 10001 paella
+RUN useradd --create-home --uid 10001 paella && mkdir -p /cache && chown paella:paella /cache
 USER paella
+# Compiled kernels go to /cache (a volume in the compose stack), so a restart skips most compilation.
 ENV PAELLA_HOST=0.0.0.0 \
     PAELLA_METRICS_PORT=9100 \
-    PAELLA_WEIGHTS=/weights/paella-mini
+    PAELLA_WEIGHTS=/weights/paella-mini \
+    TORCHINDUCTOR_CACHE_DIR=/cache/inductor \
+    TRITON_CACHE_DIR=/cache/triton
 EXPOSE 9100
 # Healthy once warmed up (its metrics say paella_worker_up 1) and while no batch hangs (/healthz answers 200).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=600s --retries=3 \
