@@ -14,7 +14,6 @@ per core (pinned with taskset, one thread each).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.load import Workload, open_loop
+from benchmarks.load import Workload, open_load
 from benchmarks.support import REPO, free_port, metrics, service
 
 PROMPT = "a large red circle in the top left on a blue background"
@@ -119,7 +118,7 @@ def sustained(url: str, args: argparse.Namespace, workload: Workload) -> dict[st
     ladder: list[dict[str, Any]] = []
 
     def holds(rate: float) -> dict[str, Any] | None:
-        trial = asyncio.run(open_loop(url, rate, args.seconds, workload))
+        trial = open_load(url, rate, args.seconds, workload, processes=args.client_processes)
         ladder.append(trial)
         print(json.dumps(trial), flush=True)
         failed = trial["errors"] or trial["p99_ms"] is None or trial["p99_ms"] > args.p99_ms
@@ -165,9 +164,14 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=1.25)
     parser.add_argument("--max-rate", type=float, default=2000.0)
     parser.add_argument("--refine", type=int, default=2, help="bisections after the climb's first failure")
+    parser.add_argument(
+        "--client-processes", type=int, help="load generator processes (default: 1 on a CPU, 6 on GPUs)"
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale_out.json"))
     args = parser.parse_args()
+    if args.client_processes is None:
+        args.client_processes = 1 if args.device == "cpu" else 6
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights
         if args.random_v1:
