@@ -1,4 +1,4 @@
-"""The judge of `shared/spec/shapes-world.md`: reads background and one object from a picture."""
+"""The judge of `docs/shapes-world.md`: reads the background and the objects of a picture."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ FAR = 0.5 * min(
 # Fill ratio of the bounding box: triangle about 0.5, circle about 0.79, square 1.0.
 _FILL_THRESHOLDS = (0.645, 0.895)
 _SIZE_THRESHOLD = (SIZES[0][1] + SIZES[1][1]) / 2
+# A small triangle covers about 390 pixels: regions below this are specks, not objects.
+MIN_OBJECT_PIXELS = 100
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,8 @@ def nearest_color(rgb: np.ndarray) -> int:
     return int(np.argmin(((_PALETTE - rgb) ** 2).sum(1)))
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray | None:
-    """The largest 4-connected region of a bool mask (H, W), by union-find over row runs."""
+def components(mask: np.ndarray) -> list[np.ndarray]:
+    """Every 4-connected region of a bool mask (H, W), largest first, by union-find over row runs."""
     runs: list[tuple[int, int, int]] = []  # (row, start, stop)
     row_runs: list[list[int]] = []
     padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
@@ -58,8 +60,6 @@ def largest_component(mask: np.ndarray) -> np.ndarray | None:
         starts, stops = np.flatnonzero(edges[y] == 1), np.flatnonzero(edges[y] == -1)
         row_runs.append(list(range(len(runs), len(runs) + len(starts))))
         runs += [(y, int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
-    if not runs:
-        return None
     parent = list(range(len(runs)))
 
     def find(i: int) -> int:
@@ -73,27 +73,44 @@ def largest_component(mask: np.ndarray) -> np.ndarray | None:
             for j in row_runs[y - 1]:
                 if runs[j][1] < runs[i][2] and runs[i][1] < runs[j][2]:
                     parent[find(i)] = find(j)
-    sizes: dict[int, int] = {}
-    for i, (_, a, b) in enumerate(runs):
-        root = find(i)
-        sizes[root] = sizes.get(root, 0) + b - a
-    best = max(sizes, key=lambda r: sizes[r])
-    out = np.zeros_like(mask, dtype=bool)
+    regions: dict[int, np.ndarray] = {}
     for i, (y, a, b) in enumerate(runs):
-        if find(i) == best:
-            out[y, a:b] = True
-    return out
+        region = regions.setdefault(find(i), np.zeros_like(mask, dtype=bool))
+        region[y, a:b] = True
+    return sorted(regions.values(), key=lambda r: -int(r.sum()))
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray | None:
+    """The largest 4-connected region of a bool mask (H, W); None when it is empty."""
+    found = components(mask)
+    return found[0] if found else None
 
 
 def judge(image: np.ndarray) -> Judgement:
-    """Judge a uint8 (H, W, 3) picture of a single-object caption, exactly as the spec says."""
+    """Judge a uint8 (H, W, 3) picture of a single-object caption, as docs/shapes-world.md says."""
     pixels = np.asarray(image, dtype=np.float64)[..., :3]
-    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-    background = nearest_color(np.median(border, axis=0))
-    far = np.linalg.norm(pixels - _PALETTE[background], axis=-1) > FAR
-    region = largest_component(far)
+    background = _background(pixels)
+    region = largest_component(np.linalg.norm(pixels - _PALETTE[background], axis=-1) > FAR)
     if region is None:
         return Judgement(background, None, None, None, None)
+    return _read(pixels, background, region)
+
+
+def judge_objects(image: np.ndarray) -> tuple[int, list[Judgement]]:
+    """The background and every object of a picture, largest first: each region far from the background
+    of at least `MIN_OBJECT_PIXELS`, read as `judge` reads its one object."""
+    pixels = np.asarray(image, dtype=np.float64)[..., :3]
+    background = _background(pixels)
+    regions = components(np.linalg.norm(pixels - _PALETTE[background], axis=-1) > FAR)
+    return background, [_read(pixels, background, r) for r in regions if r.sum() >= MIN_OBJECT_PIXELS]
+
+
+def _background(pixels: np.ndarray) -> int:
+    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+    return nearest_color(np.median(border, axis=0))
+
+
+def _read(pixels: np.ndarray, background: int, region: np.ndarray) -> Judgement:
     color = nearest_color(np.median(pixels[region], axis=0))
     ys, xs = np.nonzero(region)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1

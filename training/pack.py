@@ -71,7 +71,7 @@ def model_card(
 
 A small Paella v1 (Rampas et al. 2022, arXiv 2211.07292): the same three networks as the published
 model at small width, trained from scratch in minutes on the *shapes world*
-(`shared/spec/shapes-world.md`): {config.image_size}x{config.image_size} pictures of one or two flat
+(`docs/shapes-world.md`): {config.image_size}x{config.image_size} pictures of one or two flat
 circles, squares and triangles in nine colours, small or large, at five positions, on a plain
 background, with captions such as "a large red circle in the top left on a blue background".
 It is the service's embedded default: it needs no download and runs on a laptop CPU.
@@ -141,7 +141,7 @@ On a 2-core laptop-class CPU one 128x128 picture takes about a third of a second
 
 ## Results
 
-Single-object prompts judged as `shared/spec/shapes-world.md` says (`training/eval.py`), split into
+Single-object prompts judged as `docs/shapes-world.md` says (`training/eval.py`), split into
 seen and held-out (colour, shape, position) triples; VQGAN reconstruction PSNR; inpainting,
 outpainting and variation checks.
 

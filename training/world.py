@@ -1,4 +1,4 @@
-"""The shapes world of `shared/spec/shapes-world.md`: scenes, captions and batched GPU rendering."""
+"""The shapes world of `docs/shapes-world.md`: scenes, captions and batched GPU rendering."""
 
 from __future__ import annotations
 
