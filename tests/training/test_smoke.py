@@ -117,4 +117,8 @@ def test_eval_reports_every_check_in_range(parts: Path, tmp_path: Path) -> None:
     assert report["inpainting"]["new_object"]["n"] == 2 and report["inpainting"]["unmasked_mae"] >= 0
     assert 0 <= report["outpainting"]["new_area_background"] <= 1
     assert report["variations"]["same_as_source"]["n"] == 2
+    assert report["two_objects"]["n"] == 2 and 0 <= report["two_objects"]["both_right"] <= 1
+    assert report["compositions"]["regions"] == 4 and 0 <= report["compositions"]["region_right"] <= 1
+    assert 0 < report["vqgan_psnr"]["codes_used"] <= 1
+    assert gen["artefact_pixels"]["n"] == 4 and gen["artefact_pixels"]["median"] >= 0
     json.dumps(report)
