@@ -43,6 +43,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=0.0,
         help="vqgan --init: share of tokens swapped in half of each batch, decoded to the clean picture",
     )
+    train.add_argument(
+        "--usage-weight",
+        type=float,
+        default=0.0,
+        help="vqgan: weight of the code-usage term (sharp per position, many codes per batch); 0: off",
+    )
+    train.add_argument(
+        "--reset-every",
+        type=int,
+        default=0,
+        help="vqgan: re-seed the codes unused over this many steps from used ones; 0: never",
+    )
     train.add_argument("--work", type=Path, default=Path("runs/paella-mini"), help="all: checkpoint folder")
     train.set_defaults(handler=_train)
 
@@ -114,7 +126,8 @@ def _train(args: argparse.Namespace) -> None:
             **_budget(args),  # type: ignore[arg-type]
         )
     elif args.network == "vqgan":
-        train_vqgan(args.out, **_budget(args))  # type: ignore[arg-type]
+        usage = {"usage_weight": args.usage_weight, "reset_every": args.reset_every}
+        train_vqgan(args.out, **_budget(args), **usage)  # type: ignore[arg-type]
     elif args.network == "clip":
         train_clip(args.out, **_budget(args))  # type: ignore[arg-type]
     elif args.network == "denoiser":

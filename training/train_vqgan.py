@@ -28,6 +28,39 @@ ARGMAX_FROM = 0.75  # progress from which the forward pass uses the argmax code
 KL_WEIGHT = 1e-4
 
 
+def usage_loss(logits: torch.Tensor) -> torch.Tensor:
+    """The code-usage term (as in lookup-free quantization's entropy loss), normalised to [-1, 1]: the mean
+    entropy of each position's code distribution (sharp choices) minus the entropy of the batch's mean
+    distribution (many codes in use), both over log(n_embed)."""
+    q = logits.float().softmax(1)  # (B, n, h, w)
+    per_position = -(q * q.clamp_min(1e-10).log()).sum(1).mean()
+    marginal = q.mean((0, 2, 3))
+    in_use = -(marginal * marginal.clamp_min(1e-10).log()).sum()
+    return (per_position - in_use) / math.log(logits.shape[1])
+
+
+@torch.no_grad()
+def reset_dead_codes(
+    vqgan: VQGAN, used: torch.Tensor, generator: torch.Generator, noise: float = 0.01
+) -> int:
+    """Give every code that `used` (n_embed,) bool marks unused a copy of a used code, slightly perturbed and
+    a little less likely, so the next steps split that code's pictures between the two. Returns how many
+    codes were reset."""
+    dead = (~used).nonzero().flatten()
+    alive = used.nonzero().flatten()
+    if len(dead) == 0 or len(alive) == 0:
+        return 0
+    pick = alive[torch.randint(len(alive), (len(dead),), generator=generator, device=alive.device)]
+    q = vqgan.quantize
+    for table in (q.proj.weight, q.embed.weight):
+        rows = table[pick]
+        jitter = torch.randn(rows.shape, generator=generator, device=rows.device, dtype=rows.dtype)
+        table[dead] = rows + noise * rows.abs().mean() * jitter
+    if q.proj.bias is not None:
+        q.proj.bias[dead] = q.proj.bias[pick] - 1.0
+    return len(dead)
+
+
 def temperature(progress: float) -> float:
     """Exponential annealing from TAU_START to TAU_END over the first ANNEAL_UNTIL of the budget."""
     t = min(progress / ANNEAL_UNTIL, 1.0)
@@ -91,10 +124,15 @@ def train_vqgan(
     config: VQGANConfig = MINI_VQGAN,
     seed: int = 0,
     check_pictures: int = 512,
+    usage_weight: float = 0.0,
+    reset_every: int = 0,
 ) -> Path:
     """Train a VQGAN from scratch and save `out/vqgan.safetensors`; returns its path.
 
-    The saved summary holds the argmax-code PSNR on `check_pictures` fresh pictures.
+    `usage_weight` adds `usage_loss` (sharp per position, many codes over the batch); `reset_every` > 0
+    re-seeds the codes no argmax picked in that many steps from used ones (`reset_dead_codes`), until the
+    forward pass switches to argmax codes. The saved summary holds the argmax-code PSNR on
+    `check_pictures` fresh pictures.
     """
     dev = setup_device(device)
     torch.manual_seed(seed)
@@ -102,6 +140,8 @@ def train_vqgan(
     vqgan = VQGAN(config).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(vqgan.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     run = Run("vqgan", out, steps=steps, minutes=minutes)
+    picked = torch.zeros(config.n_embed, dtype=torch.bool, device=dev)
+    resets = 0
     for _ in run:
         cur_lr = run.set_lr(opt, lr)
         images = _pictures(batch, g, dev)  # (B, 3, 128, 128)
@@ -114,16 +154,24 @@ def train_vqgan(
         qy = logits.softmax(1)
         kl = (qy * (qy * config.n_embed + 1e-10).log()).sum(1).mean()
         loss = l1 + mse + KL_WEIGHT * kl
+        if usage_weight:
+            loss = loss + usage_weight * usage_loss(logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vqgan.parameters(), 1.0)
         opt.step()
+        if reset_every and run.progress < ARGMAX_FROM:
+            picked[logits.argmax(1).flatten()] = True  # no host sync
+            if run.step % reset_every == reset_every - 1:
+                resets += reset_dead_codes(vqgan, picked, g)
+                picked.zero_()
         if run.step % run.log_every == 0:
             used = logits.argmax(1).unique().numel()
             psnr = _batch_psnr(mse)
             run.log(loss=loss, l1=l1, mse=mse, kl=kl, tau=tau, lr=cur_lr, codes_used=used, psnr=psnr)
     psnr = _fresh_psnr(vqgan, check_pictures, seed + 1, dev)
     summary = run.summary(dev) | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
+    summary |= {"usage_weight": usage_weight, "reset_every": reset_every, "codes_reset": resets}
     print(f"vqgan: {summary}")
     path = out / "vqgan.safetensors"
     save_part(path, vqgan, {"config": dataclasses.asdict(config), "train": summary})
