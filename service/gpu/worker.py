@@ -58,6 +58,8 @@ class Worker:
         hang_timeout_s: longest a batch may run before the worker counts as hung; None: no limit.
         warmup: called once in the GPU thread before `ready` is set (e.g. the pipeline's warm-up).
         poll_s: longest the loop waits for work before checking `stop()` again.
+        in_flight: batches an `Overlapping` executor may have in flight; 1 where launching a batch computes
+            it (a CPU), so that no batch's answers wait for the next batch's computation.
         clock: seconds comparable with `Job.created` and `Job.deadline`; default the queue's clock.
     """
 
@@ -75,6 +77,7 @@ class Worker:
         hang_timeout_s: float | None = None,
         warmup: Callable[[], None] | None = None,
         poll_s: float = 0.25,
+        in_flight: int = 2,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.queue = queue
@@ -94,7 +97,7 @@ class Worker:
         self._stopping = False
         self._next_beat = 0.0
         self._encoding: set[asyncio.Task[None]] = set()
-        self._depth = 2 if isinstance(execute, Overlapping) else 1  # batches in flight at most
+        self._depth = max(1, in_flight) if isinstance(execute, Overlapping) else 1  # most in flight
         self._in_flight: deque[Flight] = deque()
         self._alone: set[str] = set()  # suspect jobs: their batches run with nothing else in flight
         self._last_end = 0.0

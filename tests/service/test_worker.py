@@ -296,3 +296,23 @@ def test_an_overlapping_batch_that_fails_is_retried_job_by_job() -> None:
         await with_worker(broker, worker, body)
 
     asyncio.run(scenario())
+
+
+def test_with_one_batch_in_flight_each_batch_is_collected_before_the_next_launches() -> None:
+    execute = TwoHalves()
+
+    async def scenario() -> None:
+        broker = inprocess()
+        worker = Worker(broker, execute, max_batch_size=2, max_wait_ms=1, in_flight=1)
+
+        async def body() -> None:
+            jobs = [fake_job([i]) for i in range(8)]
+            answers = await asyncio.gather(*(broker.submit(j) for j in jobs))
+            assert answers == [[fake_png(j, j.seeds[0])] for j in jobs]
+
+        await with_worker(broker, worker, body)
+
+    asyncio.run(scenario())
+    assert len(execute.log) >= 8
+    kinds = [line.split()[0] for line in execute.log]
+    assert kinds == ["launch", "collect"] * (len(kinds) // 2), execute.log
