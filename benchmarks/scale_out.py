@@ -1,7 +1,8 @@
 """Scale-out: one `paella api` and K `paella worker` processes sharing one Redis, driven by open-loop
 generations at rising rates. For K = 1 and K = `--workers`, the sustained images/s: the highest rate
 whose p99 stays within `--p99-ms` with no error. Workers run one per GPU (`cuda:i`), or on the CPU one
-per core (pinned with taskset, one thread each).
+per core (pinned with taskset, one thread each); on the CPU the API, Redis and the load generator stay on
+`--host-cores` for every K.
 
     # CPU, paella-mini, two workers on two cores (p99 bound 1 s: a lone request takes ~0.4 s there)
     PYTHONPATH=. .venv/bin/python benchmarks/scale_out.py --device cpu --p99-ms 1000 \\
@@ -165,6 +166,11 @@ def main() -> None:
     parser.add_argument("--max-rate", type=float, default=2000.0)
     parser.add_argument("--refine", type=int, default=2, help="bisections after the climb's first failure")
     parser.add_argument(
+        "--host-cores",
+        default="0",
+        help="cpu: cores for the API, Redis and the load generator, the same for every K ('' = any)",
+    )
+    parser.add_argument(
         "--client-processes", type=int, help="load generator processes (default: 1 on a CPU, 6 on GPUs)"
     )
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -172,6 +178,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.client_processes is None:
         args.client_processes = 1 if args.device == "cpu" else 6
+    if args.device == "cpu" and args.host_cores:
+        # The harness (this process, Redis, the API and the load generator, which inherit it) stays on the
+        # same cores for every K: on a CPU the workers' cores stand for the GPUs, and the host's share of
+        # them must not change with K.
+        os.sched_setaffinity(0, {int(c) for c in args.host_cores.split(",")})
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights
         if args.random_v1:
