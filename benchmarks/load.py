@@ -144,8 +144,7 @@ def _arrivals_part(args: tuple[Any, ...]) -> list[Result]:
 
 
 def _senders_part(args: tuple[Any, ...]) -> list[Result]:
-    url, clients, seconds, workload, timeout_s, start, part = args
-    return asyncio.run(_senders(url, clients, seconds, workload, timeout_s, start, part))
+    return asyncio.run(_senders(*args))
 
 
 def open_load(

@@ -217,7 +217,7 @@ class Pipeline:
         if picks:
             rows, columns = (to_device(torch.tensor(p), self.device) for p in zip(*picks, strict=True))
             x = torch.cat([x, self._vqgan(self._decode, out.snapshots[rows, columns])])
-        pixels = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        pixels = _rgb8(x)
         done = None
         if pixels.is_cuda:  # into pinned host memory, behind the batch's work on the stream
             pixels = pixels.to("cpu", non_blocking=True)
@@ -335,7 +335,11 @@ class Pipeline:
             self.images([Draw(Generate("", width, height), i, self.config.sampler) for i in range(n)])
 
 
+def _rgb8(x: Tensor) -> Tensor:
+    """A decoded batch (B, 3, H, W) in [0, 1] as 8-bit pixels (B, H, W, 3), where it lies."""
+    return (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def _pictures(x: Tensor) -> list[Image.Image]:
     """PIL RGB images of a decoded batch (B, 3, H, W) in [0, 1]."""
-    arrays = (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a, "RGB") for a in arrays]
+    return [Image.fromarray(a, "RGB") for a in _rgb8(x).cpu().numpy()]
