@@ -23,6 +23,7 @@ import dataclasses
 import itertools
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -180,6 +181,88 @@ def contention(pipe: Pipeline, batches: list[int], repeats: int) -> list[dict[st
         print("contention:", json.dumps(row), flush=True)
         out.append(row)
     return out
+
+
+def overlap(pipe: Pipeline, batch: int, repeats: int) -> dict[str, Any]:
+    """Two batches in flight, as the service's worker runs them: the host's time to launch a batch while
+    the device is idle, and while the previous batch still runs (equal when no launch waits for queued
+    work), against the whole batch's time."""
+    size, sampler = pipe.config.image_size, pipe.config.sampler
+
+    def batch_draws() -> list[Draw]:
+        return draws([Generate(p, size, size) for p in fresh_prompts(batch)], list(range(batch)), sampler)
+
+    none: list[tuple[int, ...]] = [()] * batch
+    pipe.collect(pipe.launch(batch_draws(), none))
+    idle, busy, whole = [], [], []
+    for _ in range(repeats):
+        first, second = batch_draws(), batch_draws()
+        torch.cuda.synchronize()
+        began = time.perf_counter()
+        a = pipe.launch(first, none)
+        launched = time.perf_counter()
+        b = pipe.launch(second, none)
+        relaunched = time.perf_counter()
+        pipe.collect(a)
+        pipe.collect(b)
+        ended = time.perf_counter()
+        idle.append(1000 * (launched - began))
+        busy.append(1000 * (relaunched - launched))
+        whole.append(1000 * (ended - began) / 2)
+    med = statistics.median
+    row = {
+        "batch": batch,
+        "launch_idle_ms": round(med(idle), 2),
+        "launch_busy_ms": round(med(busy), 2),
+        "batch_ms_two_in_flight": round(med(whole), 2),
+    }
+    print("overlap:", json.dumps(row), flush=True)
+    return row
+
+
+def restart(largest: int, autotune: bool) -> dict[str, Any]:
+    """A new process starting the fast path as a restarted service would: compiled artefacts come from the
+    on-disk caches this run's first warm-up wrote (Inductor's FX graph and kernel caches); cuDNN's
+    timings and the CUDA graphs are made again. Also its batch-1 and largest-batch latency."""
+    command = [sys.executable, "-m", "benchmarks.pipeline_gpu", "--restart-child", str(largest)]
+    command += [] if autotune else ["--no-autotune"]
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=400, check=False)
+    if done.returncode != 0:
+        return {"autotune": autotune, "error": done.stderr[-2000:]}
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row |= {"autotune": autotune, "process_s": round(time.perf_counter() - began, 1)}
+    print("restart:", json.dumps(row), flush=True)
+    return row
+
+
+def restart_child(largest: int, autotune: bool) -> None:
+    began = time.perf_counter()
+    config = dataclasses.replace(PAELLA_V1, sampler=PAELLA_V1.sampler.replace(steps=8, guidance_scale=5.0))
+    fast = build(config, FAST_DTYPE)
+    built = time.perf_counter()
+    fast.accelerate(autotune=autotune)
+    by_batch = fast.warmup(largest, width=256, height=256)
+    warm = time.perf_counter()
+    size, sampler = config.image_size, config.sampler
+    latency = {}
+    for n in (1, largest):
+        latency[n] = statistics.median(
+            wall_ms(
+                lambda n=n: fast.images(
+                    draws([Generate(p, size, size) for p in fresh_prompts(n)], list(range(n)), sampler)
+                ),
+                3,
+            )
+        )
+    out = {
+        "build_s": round(built - began, 1),
+        "warmup_s": round(warm - built, 1),
+        "warmup_by_batch_s": {n: round(t, 1) for n, t in by_batch.items()},
+        "batch1_latency_ms": round(latency[1], 2),
+        f"batch{largest}_images_per_s": round(1000 * largest / latency[largest], 2),
+    }
+    print(json.dumps(out))
 
 
 def agreement(mini: Path, n: int) -> dict[str, Any]:
@@ -389,7 +472,13 @@ def main() -> None:
     parser.add_argument("--lone", type=int, default=20, help="service: n=1 requests one at a time")
     parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--search-seconds", type=float, default=20)
+    parser.add_argument("--no-restarts", action="store_true", help="skip the restarted processes' warm-ups")
+    parser.add_argument("--restart-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-autotune", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.restart_child:
+        restart_child(args.restart_child, autotune=not args.no_autotune)
+        return
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     path = args.out / f"pipeline_gpu_{card.replace(' ', '_')}.json"
     if args.skip_pipeline:
@@ -418,9 +507,11 @@ def main() -> None:
     fast = build(config, FAST_DTYPE)
     start = time.perf_counter()
     fast.accelerate()
-    fast.warmup(max(args.batches), width=256, height=256)
+    warmup_by_batch = fast.warmup(max(args.batches), width=256, height=256)
     warmup_s = time.perf_counter() - start
+    print(f"warm-up {warmup_s:.1f} s:", {n: round(t, 1) for n, t in warmup_by_batch.items()}, flush=True)
     rows = run_path("fast", fast, args.batches, args.repeats)
+    overlapped = [overlap(fast, b, args.repeats) for b in (8, 32) if b in args.batches]
     contended = contention(fast, [b for b in (8, 32) if b in args.batches], args.repeats)
     del fast
     torch.cuda.empty_cache()
@@ -441,15 +532,22 @@ def main() -> None:
         "token_agreement": agree["token_agreement"],
         "batch_invariance_token_agreement": agree["batch_invariance_token_agreement"],
         "warmup_s": round(warmup_s, 1),
+        "warmup_by_batch_s": {n: round(t, 1) for n, t in warmup_by_batch.items()},
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.time() - started, 1),
         "fast": rows,
         "reference": reference,
         "contention": contended,
+        "overlap": overlapped,
         "agreement": agree,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
+    if not args.no_restarts:
+        restarts = [restart(max(args.batches), autotune) for autotune in (True, False)]
+        result |= {"warmup_restart_s": restarts[0].get("warmup_s"), "restarts": restarts}
+        result["seconds"] = round(time.time() - started, 1)
+        path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list | dict)}, indent=1))
     if args.service:
         result |= service_mode(args, best["images_per_s"])

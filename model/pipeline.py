@@ -118,7 +118,12 @@ class Pipeline:
     # ---- the two entries
 
     def accelerate(
-        self, buckets: Sequence[int] = BUCKETS, *, compile: bool = True, capture: bool | None = None
+        self,
+        buckets: Sequence[int] = BUCKETS,
+        *,
+        compile: bool = True,
+        capture: bool | None = None,
+        autotune: bool = True,
     ) -> None:
         """The fast path: the denoiser and the VQGAN decoder compiled for the native canvas (torch.compile,
         every batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
@@ -126,14 +131,15 @@ class Pipeline:
         text tower and the decoder, captured on first use (`warmup` captures them ahead of traffic).
 
         `capture` defaults to CUDA only; with capture False, batches still go through the buckets' padding
-        (to check it on a CPU).
+        (to check it on a CPU). `autotune` lets cuDNN time its convolution algorithms for every new shape
+        (`cudnn.benchmark`); without it cuDNN's heuristics choose, with no timing at warm-up.
         """
         cuda = self.device.type == "cuda"
         capture = cuda if capture is None else capture
         if available(self.device):
             self.pick = pick_codes_fused
         if cuda:
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = autotune
             self.vqgan.to(memory_format=torch.channels_last)
         native = self.config.grid(self.config.image_size, self.config.image_size)
         compiled = compile_batched(self.denoiser) if compile else self.denoiser
@@ -328,11 +334,16 @@ class Pipeline:
         sizes = self.buckets or [2**i for i in range(largest.bit_length())]
         return sorted({*(b for b in sizes if b < largest), largest})
 
-    def warmup(self, largest: int, *, width: int, height: int) -> None:
+    def warmup(self, largest: int, *, width: int, height: int) -> dict[int, float]:
         """Run one generation per batch size up to `largest` (capturing its graph on the fast path), so
-        kernels, graphs and allocator caches are ready before traffic."""
+        kernels, graphs and allocator caches are ready before traffic; the wall seconds of each size (the
+        first holds the compilations)."""
+        seconds = {}
         for n in self.batch_sizes(largest):
+            began = time.perf_counter()
             self.images([Draw(Generate("", width, height), i, self.config.sampler) for i in range(n)])
+            seconds[n] = time.perf_counter() - began
+        return seconds
 
 
 def _rgb8(x: Tensor) -> Tensor:

@@ -83,7 +83,9 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     def warmup() -> None:
-        pipeline.warmup(settings.max_batch_size, width=size, height=size)
+        seconds = pipeline.warmup(settings.max_batch_size, width=size, height=size)
+        by_size = ", ".join(f"{n}: {s:.1f}" for n, s in seconds.items())
+        log.info("warmed up in %.1f s (seconds per batch size: %s)", sum(seconds.values()), by_size)
 
     return Worker(
         cast(WorkQueue, queue),  # both brokers serve both sides of the queue

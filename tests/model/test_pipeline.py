@@ -262,7 +262,8 @@ def test_inputs_are_checked(pipe, pictures):
 def test_seeds_wrap_uint64_and_warmup_runs(pipe):
     assert pipe.seed_tensor([0, 2**63, 2**64 - 1, -1]).tolist() == [0, -(2**63), -1, -1]
     assert pipe.batch_sizes(6) == [1, 2, 4, 6]
-    pipe.warmup(2, width=32, height=32)
+    seconds = pipe.warmup(2, width=32, height=32)
+    assert list(seconds) == [1, 2] and all(s > 0 for s in seconds.values())
 
 
 def test_batches_padded_to_a_graph_bucket_give_the_same_tokens(tiny_model_dir):

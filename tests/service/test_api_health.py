@@ -25,9 +25,9 @@ class SlowWarmup:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.pipeline, name)
 
-    def warmup(self, largest: int, *, width: int, height: int) -> None:
+    def warmup(self, largest: int, *, width: int, height: int) -> dict[int, float]:
         self.release.wait(timeout=30)
-        self.pipeline.warmup(largest, width=width, height=height)
+        return self.pipeline.warmup(largest, width=width, height=height)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_openapi_lists_every_field_with_its_bounds(client: httpx.Client) -> None
 
 
 class FailingWarmup(SlowWarmup):
-    def warmup(self, largest: int, *, width: int, height: int) -> None:
+    def warmup(self, largest: int, *, width: int, height: int) -> dict[int, float]:
         raise RuntimeError("CUDA error: out of memory")
 
 
