@@ -215,9 +215,30 @@ def overlap(pipe: Pipeline, batch: int, repeats: int) -> dict[str, Any]:
         "launch_idle_ms": round(med(idle), 2),
         "launch_busy_ms": round(med(busy), 2),
         "batch_ms_two_in_flight": round(med(whole), 2),
+        "busy_launch_runtime_calls": busy_launch_calls(pipe, batch_draws, none),
     }
     print("overlap:", json.dumps(row), flush=True)
     return row
+
+
+def busy_launch_calls(
+    pipe: Pipeline, batch_draws: Callable[[], list[Draw]], none: list[tuple[int, ...]]
+) -> list[dict[str, Any]]:
+    """Which CUDA runtime calls the host spent a busy launch in (the profiler's host-side view): a launch
+    that waits for the batch in flight shows the call that waited (a graph launch, an allocation, a copy,
+    a synchronisation)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    a = pipe.launch(batch_draws(), none)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        b = pipe.launch(batch_draws(), none)
+    pipe.collect(a)
+    pipe.collect(b)
+    calls = [e for e in prof.key_averages() if e.key.startswith("cu")]
+    calls.sort(key=lambda e: e.cpu_time_total, reverse=True)
+    return [
+        {"call": e.key, "count": e.count, "host_ms": round(e.cpu_time_total / 1000, 2)} for e in calls[:8]
+    ]
 
 
 def restart(largest: int, autotune: bool) -> dict[str, Any]:
@@ -333,6 +354,7 @@ def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) ->
             "PAELLA_MAX_QUEUE_WAIT_S": "60",
             "PAELLA_REQUEST_TIMEOUT_S": "60",
             "PAELLA_ENCODERS": str(args.encoders),
+            "PAELLA_BATCHES_IN_FLIGHT": str(args.in_flight),
             "PAELLA_LOG_LEVEL": "warning",
         }
         start = time.perf_counter()
@@ -468,6 +490,7 @@ def main() -> None:
     parser.add_argument("--best", type=float, help="service: the pipeline's best images/s (else the JSON's)")
     parser.add_argument("--service-max-batch", type=int, default=32)
     parser.add_argument("--encoders", type=int, default=8)
+    parser.add_argument("--in-flight", type=int, default=2, help="service: PAELLA_BATCHES_IN_FLIGHT")
     parser.add_argument("--client-processes", type=int, default=6, help="service: load generator processes")
     parser.add_argument("--lone", type=int, default=20, help="service: n=1 requests one at a time")
     parser.add_argument("--load-seconds", type=float, default=60)

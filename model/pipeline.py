@@ -123,7 +123,7 @@ class Pipeline:
         *,
         compile: bool = True,
         capture: bool | None = None,
-        autotune: bool = True,
+        autotune: bool = False,
     ) -> None:
         """The fast path: the denoiser and the VQGAN decoder compiled for the native canvas (torch.compile,
         every batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
@@ -132,7 +132,8 @@ class Pipeline:
 
         `capture` defaults to CUDA only; with capture False, batches still go through the buckets' padding
         (to check it on a CPU). `autotune` lets cuDNN time its convolution algorithms for every new shape
-        (`cudnn.benchmark`); without it cuDNN's heuristics choose, with no timing at warm-up.
+        (`cudnn.benchmark`); off, cuDNN's heuristics choose: on the H100 the same speed at batch 1 and 64,
+        and a restart's warm-up 30 s instead of 114 s (`benchmarks/README.md`).
         """
         cuda = self.device.type == "cuda"
         capture = cuda if capture is None else capture

@@ -97,7 +97,7 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
         encoders=settings.encoders,
         hang_timeout_s=settings.hang_timeout_s,
         warmup=warmup,
-        in_flight=2 if pipeline.device.type == "cuda" else 1,  # on a CPU, launching is computing
+        in_flight=settings.batches_in_flight or (2 if pipeline.device.type == "cuda" else 1),
     )
 
 

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     encoders: int = Field(
         default=4, ge=1, le=64, description="threads encoding PNGs while the GPU runs the next batch"
     )
+    batches_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=2,
+        description="batches the worker keeps launched: 2 hides the host's preparation of the next batch "
+        "behind the device's work, 1 answers each batch before the next is formed; unset: 2 on CUDA, 1 on "
+        "a CPU (where launching a batch computes it)",
+    )
     hang_timeout_s: float = Field(
         default=120.0, gt=0, description="a batch running longer marks the worker hung: liveness fails"
     )

@@ -103,6 +103,11 @@ class Worker:
         self._last_end = 0.0
 
     @property
+    def in_flight(self) -> int:
+        """The most batches this worker keeps launched at once."""
+        return self._depth
+
+    @property
     def alive(self) -> bool:
         """False once the worker can no longer serve: its start-up failed or its executor hung."""
         return not (self.hung or self.failed)

@@ -8,9 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from model.pipeline import Pipeline
-from service.app import create_app
+from service.app import create_app, make_worker
+from service.queue.admission import Admission
+from service.queue.inprocess import InProcessBroker
 from service.settings import Settings
 from tests.service.live import LiveServer, assert_error_shape
 
@@ -135,3 +138,15 @@ def test_liveness_fails_when_the_worker_cannot_serve(
         assert_error_shape(client.get("/healthz"), 503, "unhealthy")
         error = assert_error_shape(client.get("/readyz"), 503, "not_ready")
         assert str(tmp_path) not in error["message"]  # no internal paths or exception text
+
+
+def test_batches_in_flight_default_to_one_on_a_cpu_and_follow_the_setting(
+    tiny_model_dir: Any, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = InProcessBroker(Admission(1e9, 1e9))
+    assert make_worker(Settings(weights=tiny_model_dir, device="cpu"), queue, pipeline).in_flight == 1
+    monkeypatch.setenv("PAELLA_BATCHES_IN_FLIGHT", "2")
+    assert make_worker(Settings(weights=tiny_model_dir, device="cpu"), queue, pipeline).in_flight == 2
+    monkeypatch.setenv("PAELLA_BATCHES_IN_FLIGHT", "3")
+    with pytest.raises(ValidationError, match="batches_in_flight"):
+        Settings(weights=tiny_model_dir, device="cpu")
