@@ -97,15 +97,10 @@ class Worker:
         self._stopping = False
         self._next_beat = 0.0
         self._encoding: set[asyncio.Task[None]] = set()
-        self._depth = max(1, in_flight) if isinstance(execute, Overlapping) else 1  # most in flight
+        self.max_in_flight = max(1, in_flight) if isinstance(execute, Overlapping) else 1
         self._in_flight: deque[Flight] = deque()
         self._alone: set[str] = set()  # suspect jobs: their batches run with nothing else in flight
         self._last_end = 0.0
-
-    @property
-    def in_flight(self) -> int:
-        """The most batches this worker keeps launched at once."""
-        return self._depth
 
     @property
     def alive(self) -> bool:
@@ -157,7 +152,7 @@ class Worker:
 
     async def _step(self) -> None:
         await self._heartbeat(force=False)
-        if len(self._in_flight) >= self._depth or self._alone_in_flight():
+        if len(self._in_flight) >= self.max_in_flight or self._alone_in_flight():
             await self._finish(self._in_flight.popleft())
             return
         now = self.clock()
@@ -177,7 +172,7 @@ class Worker:
                 await self._launch(wanted)
             return
         if self._in_flight:
-            if len(self._in_flight) < self._depth and await self._more_due():
+            if len(self._in_flight) < self.max_in_flight and await self._more_due():
                 return  # launch it behind the one in flight before waiting for that one
             await self._finish(self._in_flight.popleft())
             return

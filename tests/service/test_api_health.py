@@ -144,9 +144,9 @@ def test_batches_in_flight_default_to_one_on_a_cpu_and_follow_the_setting(
     tiny_model_dir: Any, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue = InProcessBroker(Admission(1e9, 1e9))
-    assert make_worker(Settings(weights=tiny_model_dir, device="cpu"), queue, pipeline).in_flight == 1
+    assert make_worker(Settings(weights=tiny_model_dir, device="cpu"), queue, pipeline).max_in_flight == 1
     monkeypatch.setenv("PAELLA_BATCHES_IN_FLIGHT", "2")
-    assert make_worker(Settings(weights=tiny_model_dir, device="cpu"), queue, pipeline).in_flight == 2
+    assert make_worker(Settings(weights=tiny_model_dir, device="cpu"), queue, pipeline).max_in_flight == 2
     monkeypatch.setenv("PAELLA_BATCHES_IN_FLIGHT", "3")
     with pytest.raises(ValidationError, match="batches_in_flight"):
         Settings(weights=tiny_model_dir, device="cpu")
