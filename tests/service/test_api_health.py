@@ -12,9 +12,8 @@ from pydantic import ValidationError
 
 from model.pipeline import Pipeline
 from service.app import create_app, make_worker
-from service.queue.admission import Admission
-from service.queue.inprocess import InProcessBroker
 from service.settings import Settings
+from tests.service.fakes import inprocess
 from tests.service.live import LiveServer, assert_error_shape
 
 
@@ -143,7 +142,7 @@ def test_liveness_fails_when_the_worker_cannot_serve(
 def test_batches_in_flight_default_to_one_on_a_cpu_and_follow_the_setting(
     tiny_model_dir: Any, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    queue = InProcessBroker(Admission(1e9, 1e9))
+    queue = inprocess()
     assert make_worker(Settings(weights=tiny_model_dir, device="cpu"), queue, pipeline).max_in_flight == 1
     monkeypatch.setenv("PAELLA_BATCHES_IN_FLIGHT", "2")
     assert make_worker(Settings(weights=tiny_model_dir, device="cpu"), queue, pipeline).max_in_flight == 2
