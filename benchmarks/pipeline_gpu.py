@@ -331,115 +331,142 @@ def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> floa
 
 
 def service_mode(args: argparse.Namespace, best: float) -> dict[str, Any]:
-    """`paella serve` on full-size Paella v1 (random weights) or --weights, driven over HTTP; what was
-    measured before a failure is kept, with the failure."""
+    """`paella serve` on full-size Paella v1 (random weights) or --weights, driven over HTTP, once per
+    `--in-flight` value: the first runs the whole suite and gives the top-level keys, each other one the n=1
+    and open-loop phases that compare them; what was measured before a failure is kept, with the failure."""
     out: dict[str, Any] = {}
     try:
-        _service_mode(args, best, out)
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = args.weights
+            if weights is None:
+                weights = write_random_folder(
+                    Path(tmp) / "v1", PAELLA_V1, device=args.device, dtype=torch.float16
+                )
+                torch.cuda.empty_cache()
+            compared = []
+            for i, in_flight in enumerate(args.in_flight):
+                part: dict[str, Any] = {}
+                try:
+                    _service_mode(args, best, weights, in_flight, part, whole=i == 0)
+                finally:
+                    if i == 0:
+                        out |= part
+                    compared.append(
+                        {"in_flight": in_flight}
+                        | {k: part.get(k) for k in COMPARED}
+                        | {"open_loop_80": part.get("service_detail", {}).get("open_loop_80")}
+                    )
+                    out["service_in_flight"] = compared
     except Exception as e:
         traceback.print_exc()
         out["service_error"] = repr(e)
     return out
 
 
-def _service_mode(args: argparse.Namespace, best: float, out: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = args.weights
-        if weights is None:
-            weights = write_random_folder(
-                Path(tmp) / "v1", PAELLA_V1, device=args.device, dtype=torch.float16
-            )
-            torch.cuda.empty_cache()
-        env = {
-            "PAELLA_WEIGHTS": str(weights),
-            "PAELLA_DEVICE": args.device,
-            "PAELLA_MAX_BATCH_SIZE": str(args.service_max_batch),
-            "PAELLA_MAX_QUEUE_COST": "4096",  # measure the server past saturation, not admission
-            "PAELLA_MAX_QUEUE_WAIT_S": "60",
-            "PAELLA_REQUEST_TIMEOUT_S": "60",
-            "PAELLA_ENCODERS": str(args.encoders),
-            "PAELLA_BATCHES_IN_FLIGHT": str(args.in_flight),
-            "PAELLA_LOG_LEVEL": "warning",
+COMPARED = ("service_startup_s", "service_p50_ms", "service_load_rate_per_s", "service_load_p99_ms")
+
+
+def _service_mode(
+    args: argparse.Namespace, best: float, weights: Path, in_flight: int, out: dict[str, Any], *, whole: bool
+) -> None:
+    env = {
+        "PAELLA_WEIGHTS": str(weights),
+        "PAELLA_DEVICE": args.device,
+        "PAELLA_MAX_BATCH_SIZE": str(args.service_max_batch),
+        "PAELLA_MAX_QUEUE_COST": "4096",  # measure the server past saturation, not admission
+        "PAELLA_MAX_QUEUE_WAIT_S": "60",
+        "PAELLA_REQUEST_TIMEOUT_S": "60",
+        "PAELLA_ENCODERS": str(args.encoders),
+        "PAELLA_BATCHES_IN_FLIGHT": str(in_flight),
+        "PAELLA_LOG_LEVEL": "warning",
+    }
+    start = time.perf_counter()
+    with service("serve", env, ready_timeout_s=600) as running:
+        url = running.url
+        out["service_startup_s"] = round(time.perf_counter() - start, 1)
+        size = httpx.get(f"{url}/v1/models").json()["data"][0]["image_size"]
+        uniform = Workload(size, mix=False, prompt=PROMPT)
+        mixed = Workload(size, mix=True, prompt=PROMPT)
+        with httpx.Client(base_url=url, timeout=120) as http:
+            lone = []
+            for i in range(args.lone + 5):
+                path, body = uniform(10**6 + i)
+                began = time.perf_counter()
+                http.post(path, json=body, headers={"Accept": "image/png"}).raise_for_status()
+                lone.append(1000 * (time.perf_counter() - began))
+        out["service_p50_ms"] = round(statistics.median(lone[5:]), 2)
+        print(
+            f"service, {in_flight} in flight: start-up {out['service_startup_s']} s, "
+            f"n=1 p50 {out['service_p50_ms']} ms",
+            flush=True,
+        )
+        rate = round(0.8 * best, 1)
+        procs = args.client_processes
+        load = phase(url, lambda: open_load(url, rate, args.load_seconds, uniform, processes=procs))
+        print("open loop at 80%:", json.dumps(load), flush=True)
+        out |= {
+            "service_load_rate_per_s": rate,
+            "service_load_p99_ms": load["p99_ms"],
+            "service_load_errors": load["errors"],
         }
-        start = time.perf_counter()
-        with service("serve", env, ready_timeout_s=600) as running:
-            url = running.url
-            out["service_startup_s"] = round(time.perf_counter() - start, 1)
-            size = httpx.get(f"{url}/v1/models").json()["data"][0]["image_size"]
-            uniform = Workload(size, mix=False, prompt=PROMPT)
-            mixed = Workload(size, mix=True, prompt=PROMPT)
-            with httpx.Client(base_url=url, timeout=120) as http:
-                lone = []
-                for i in range(args.lone + 5):
-                    path, body = uniform(10**6 + i)
-                    began = time.perf_counter()
-                    http.post(path, json=body, headers={"Accept": "image/png"}).raise_for_status()
-                    lone.append(1000 * (time.perf_counter() - began))
-            out["service_p50_ms"] = round(statistics.median(lone[5:]), 2)
-            print(
-                f"service: start-up {out['service_startup_s']} s, n=1 p50 {out['service_p50_ms']} ms",
-                flush=True,
-            )
-            rate = round(0.8 * best, 1)
-            procs = args.client_processes
-            load = phase(url, lambda: open_load(url, rate, args.load_seconds, uniform, processes=procs))
-            print("open loop at 80%:", json.dumps(load), flush=True)
-            out |= {
-                "service_load_rate_per_s": rate,
-                "service_load_p99_ms": load["p99_ms"],
-                "service_load_errors": load["errors"],
-            }
-            highest, search = rate if _holds(load) else None, []
-            seconds = args.search_seconds
-            for share in (0.9, 1.0, 1.1):
-                if highest is None:
-                    break
-                at = round(share * best, 1)
-                trial = phase(url, lambda at=at: open_load(url, at, seconds, uniform, processes=procs))
-                search.append(trial)
-                print(f"open loop at {share:.0%}:", json.dumps(trial), flush=True)
-                if not _holds(trial):
-                    break
-                highest = trial["rate_per_s"]
-            out["service_highest_rate_p99_500ms_per_s"] = highest
-            clients = 2 * args.service_max_batch
-            most_uniform = phase(url, lambda: closed_load(url, clients, seconds, uniform, processes=procs))
-            most_mixed = phase(url, lambda: closed_load(url, clients, seconds, mixed, processes=procs))
-            mixed_load = phase(url, lambda: open_load(url, rate, seconds, mixed, processes=procs))
-            print("closed loop uniform:", json.dumps(most_uniform), flush=True)
-            print("closed loop mixed:", json.dumps(most_mixed), flush=True)
-            print("open loop mixed at 80%:", json.dumps(mixed_load), flush=True)
-            out |= {
-                "service_uniform_images_per_s": most_uniform["images_per_s"],
-                "service_mixed_images_per_s": most_mixed["images_per_s"],
-                "service_mixed_share": round(most_mixed["images_per_s"] / most_uniform["images_per_s"], 3)
-                if most_uniform["images_per_s"]
-                else None,
-                "service_mixed_p99_ms": mixed_load["p99_ms"],
-                "service_mixed_errors": mixed_load["errors"],
-            }
-            seen = metrics(httpx.get(f"{url}/metrics").text)
-            batches = seen.get("paella_batch_size_count", 0.0)
-            out["service_detail"] = {
-                "settings": env
-                | {"PAELLA_WEIGHTS": "random paella-v1" if args.weights is None else str(weights)},
-                "lone_ms": [round(x, 1) for x in lone],
-                "open_loop_80": load,
-                "search": search,
-                "closed_uniform": most_uniform,
-                "closed_mixed": most_mixed,
-                "open_mixed_80": mixed_load,
-                "mean_batch_size": round(seen.get("paella_batch_size_sum", 0.0) / max(batches, 1), 2),
-                "mean_queue_wait_ms": round(
-                    1000
-                    * seen.get("paella_queue_wait_seconds_sum", 0.0)
-                    / max(seen.get("paella_queue_wait_seconds_count", 0.0), 1),
-                    1,
-                ),
-                "mean_batch_compute_ms": round(
-                    1000 * seen.get("paella_batch_compute_seconds_sum", 0.0) / max(batches, 1), 1
-                ),
-            }
+        shown = "random paella-v1" if args.weights is None else str(weights)
+        detail: dict[str, Any] = {
+            "settings": env | {"PAELLA_WEIGHTS": shown},
+            "lone_ms": [round(x, 1) for x in lone],
+            "open_loop_80": load,
+        }
+        out["service_detail"] = detail
+        if not whole:
+            return
+        highest, search = rate if _holds(load) else None, []
+        seconds = args.search_seconds
+        for share in (0.9, 1.0, 1.1):
+            if highest is None:
+                break
+            at = round(share * best, 1)
+            trial = phase(url, lambda at=at: open_load(url, at, seconds, uniform, processes=procs))
+            search.append(trial)
+            print(f"open loop at {share:.0%}:", json.dumps(trial), flush=True)
+            if not _holds(trial):
+                break
+            highest = trial["rate_per_s"]
+        out["service_highest_rate_p99_500ms_per_s"] = highest
+        # enough clients that a full batch always waits, so that images/s is what the service sustains
+        # rather than what the clients' round trips allow (uploads make a mixed request's trip longer)
+        clients = args.closed_clients or 4 * args.service_max_batch
+        most_uniform = phase(url, lambda: closed_load(url, clients, seconds, uniform, processes=procs))
+        most_mixed = phase(url, lambda: closed_load(url, clients, seconds, mixed, processes=procs))
+        mixed_load = phase(url, lambda: open_load(url, rate, seconds, mixed, processes=procs))
+        print("closed loop uniform:", json.dumps(most_uniform), flush=True)
+        print("closed loop mixed:", json.dumps(most_mixed), flush=True)
+        print("open loop mixed at 80%:", json.dumps(mixed_load), flush=True)
+        out |= {
+            "service_uniform_images_per_s": most_uniform["images_per_s"],
+            "service_mixed_images_per_s": most_mixed["images_per_s"],
+            "service_mixed_share": round(most_mixed["images_per_s"] / most_uniform["images_per_s"], 3)
+            if most_uniform["images_per_s"]
+            else None,
+            "service_mixed_p99_ms": mixed_load["p99_ms"],
+            "service_mixed_errors": mixed_load["errors"],
+        }
+        seen = metrics(httpx.get(f"{url}/metrics").text)
+        batches = seen.get("paella_batch_size_count", 0.0)
+        detail |= {
+            "search": search,
+            "closed_uniform": most_uniform,
+            "closed_mixed": most_mixed,
+            "open_mixed_80": mixed_load,
+            "mean_batch_size": round(seen.get("paella_batch_size_sum", 0.0) / max(batches, 1), 2),
+            "mean_queue_wait_ms": round(
+                1000
+                * seen.get("paella_queue_wait_seconds_sum", 0.0)
+                / max(seen.get("paella_queue_wait_seconds_count", 0.0), 1),
+                1,
+            ),
+            "mean_batch_compute_ms": round(
+                1000 * seen.get("paella_batch_compute_seconds_sum", 0.0) / max(batches, 1), 1
+            ),
+        }
 
 
 def phase(url: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -466,7 +493,7 @@ def phase(url: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         "batch_compute_ms": mean_ms("paella_batch_compute_seconds"),
         "stage_ms": {
             stage: mean_ms("paella_batch_stage_seconds", f'{{stage="{stage}"}}')
-            for stage in ("prepare", "device", "readback")
+            for stage in ("rows", "prepare", "device", "readback")
         },
         "queue_wait_ms": mean_ms("paella_queue_wait_seconds"),
         "loop_lag_ms": mean_ms("paella_event_loop_lag_seconds"),
@@ -494,7 +521,14 @@ def main() -> None:
     parser.add_argument("--best", type=float, help="service: the pipeline's best images/s (else the JSON's)")
     parser.add_argument("--service-max-batch", type=int, default=32)
     parser.add_argument("--encoders", type=int, default=8)
-    parser.add_argument("--in-flight", type=int, default=2, help="service: PAELLA_BATCHES_IN_FLIGHT")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="service: PAELLA_BATCHES_IN_FLIGHT, one service each; the first gives the headline keys",
+    )
+    parser.add_argument("--closed-clients", type=int, help="service: closed-loop clients (4 x max batch)")
     parser.add_argument("--client-processes", type=int, default=6, help="service: load generator processes")
     parser.add_argument("--lone", type=int, default=20, help="service: n=1 requests one at a time")
     parser.add_argument("--load-seconds", type=float, default=60)
