@@ -118,6 +118,9 @@ class ClipEncoder(nn.Module):
         self.text_tower: Callable[[torch.Tensor], torch.Tensor] = (
             self.model.encode_text
         )  # token ids -> embeddings
+        self.image_tower: Callable[[torch.Tensor], torch.Tensor] = (
+            self.model.encode_image
+        )  # preprocessed pixels -> embeddings
 
     def _check(self, embed_dim: int, vocab_size: int | None) -> None:
         """Fail early when the built model and the config or tokenizer disagree."""
@@ -177,5 +180,5 @@ class ClipEncoder(nn.Module):
         """Image embeddings [B, embed_dim] from images [B, 3, H, W] in [0, 1], or a list of [3, H, W] of
         any sizes (each preprocessed alone, then one batched forward)."""
         if isinstance(images, torch.Tensor):
-            return self.model.encode_image(self.preprocess(images))
-        return self.model.encode_image(torch.cat([self.preprocess(im[None]) for im in images]))
+            return self.image_tower(self.preprocess(images))
+        return self.image_tower(torch.cat([self.preprocess(im[None]) for im in images]))

@@ -54,6 +54,7 @@ class Launched:
     done: torch.cuda.Event | None
     previews: list[int]  # previews per draw, in draw order
     prepare_s: float  # host seconds spent building and launching it
+    rows_s: float  # of which building its rows (prompts and pictures encoded, per-row inputs)
 
 
 class Pipeline:
@@ -96,6 +97,7 @@ class Pipeline:
         self.buckets: tuple[int, ...] | None = None  # set by `accelerate`
         self._sample: Callable[..., Sampled] | None = None
         self._decode: Callable[[Tensor], Tensor] = self.vqgan.decode
+        self._encode: Callable[[Tensor], Tensor] = self.vqgan.encode
 
     @classmethod
     def from_folder(
@@ -128,7 +130,9 @@ class Pipeline:
         """The fast path: the denoiser and the VQGAN decoder compiled for the native canvas (torch.compile,
         every batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
         compilation), the fused Triton picker, and CUDA graphs per batch bucket of the sampling loop, the
-        text tower and the decoder, captured on first use (`warmup` captures them ahead of traffic).
+        text tower, the image tower, the decoder and the encoder, captured on first use (`warmup` captures
+        them ahead of traffic): the pictures edits and variations bring are encoded in one replay each,
+        not in hundreds of launches while the device waits.
 
         `capture` defaults to CUDA only; with capture False, batches still go through the buckets' padding
         (to check it on a CPU). `autotune` lets cuDNN time its convolution algorithms for every new shape
@@ -159,7 +163,10 @@ class Pipeline:
         self.buckets = tuple(sorted(buckets))
         self._sample = BucketGraphs(run, buckets, pool=pool, capture=capture)
         self._decode = BucketGraphs(decode, buckets, pool=pool, capture=capture)
-        self.clip.text_tower = BucketGraphs(self.clip.model.encode_text, buckets, pool=pool, capture=capture)
+        self._encode = BucketGraphs(self.vqgan.encode, buckets, pool=pool, capture=capture)
+        clip = self.clip
+        clip.text_tower = BucketGraphs(clip.model.encode_text, buckets, pool=pool, capture=capture)
+        clip.image_tower = BucketGraphs(clip.model.encode_image, buckets, pool=pool, capture=capture)
         self.exact_vqgan = False
 
     @torch.inference_mode()
@@ -207,8 +214,9 @@ class Pipeline:
         second batch. `collect(launch(...))`.
 
         `timings`, when given, receives the wall seconds of the stages: `prepare` (the host building the
-        rows and launching the work), `device` (waiting for the device to finish it), `readback` (wrapping
-        the pictures). No synchronisation is added to measure them."""
+        rows and launching the work), `rows` (the part of `prepare` that builds the rows: prompts and
+        pictures encoded, per-row inputs), `device` (waiting for the device to finish it), `readback`
+        (wrapping the pictures). No synchronisation is added to measure them."""
         return self.collect(self.launch(draws, previews), timings)
 
     @torch.inference_mode()
@@ -218,7 +226,9 @@ class Pipeline:
         launched later queues behind it; `collect` waits for this batch's copy alone."""
         began = time.perf_counter()
         steps = tuple(sorted({s for wanted in previews for s in wanted}))
-        out = self._sampled(dataclasses.replace(self.rows(draws), snapshots=steps), draws)
+        prepared = dataclasses.replace(self.rows(draws), snapshots=steps)
+        built = time.perf_counter()
+        out = self._sampled(prepared, draws)
         x = self._vqgan(self._decode, out.tokens)
         picks = [(i, steps.index(s)) for i, wanted in enumerate(previews) for s in wanted]
         if picks:
@@ -230,7 +240,8 @@ class Pipeline:
             pixels = pixels.to("cpu", non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-        return Launched(pixels, done, [len(wanted) for wanted in previews], time.perf_counter() - began)
+        counts = [len(wanted) for wanted in previews]
+        return Launched(pixels, done, counts, time.perf_counter() - began, built - began)
 
     def collect(
         self, launched: Launched, timings: dict[str, float] | None = None
@@ -246,7 +257,7 @@ class Pipeline:
         decoded = iter(Image.fromarray(a, "RGB") for a in arrays[count:])
         previews = [[next(decoded) for _ in range(n)] for n in launched.previews]
         if timings is not None:
-            timings |= {"prepare": launched.prepare_s, "device": arrived - waited}
+            timings |= {"rows": launched.rows_s, "prepare": launched.prepare_s, "device": arrived - waited}
             timings["readback"] = time.perf_counter() - arrived
         return pictures, previews
 
@@ -262,7 +273,7 @@ class Pipeline:
         if width % f or height % f:
             raise ValueError(f"picture sides must be multiples of {f}, got {width}x{height}")
         x = self.pixels(pictures).to(self._dtype(self.vqgan))
-        return self._vqgan(self.vqgan.encode, x)
+        return self._vqgan(self._encode, x)
 
     def pixels(self, pictures: Sequence[Picture]) -> Tensor:
         """Pictures of one size as one float batch [B, 3, H, W] in [0, 1] on the device."""
@@ -335,14 +346,19 @@ class Pipeline:
         sizes = self.buckets or [2**i for i in range(largest.bit_length())]
         return sorted({*(b for b in sizes if b < largest), largest})
 
+    @torch.inference_mode()
     def warmup(self, largest: int, *, width: int, height: int) -> dict[int, float]:
-        """Run one generation per batch size up to `largest` (capturing its graph on the fast path), so
-        kernels, graphs and allocator caches are ready before traffic; the wall seconds of each size (the
-        first holds the compilations)."""
+        """Run one generation per batch size up to `largest`, and encode as many pictures (capturing the
+        graphs on the fast path), so kernels, graphs and allocator caches are ready before traffic; the
+        wall seconds of each size (the first holds the compilations)."""
         seconds = {}
         for n in self.batch_sizes(largest):
             began = time.perf_counter()
             self.images([Draw(Generate("", width, height), i, self.config.sampler) for i in range(n)])
+            if self.buckets is not None:  # the towers that edits and variations use
+                blank = torch.zeros((n, 3, height, width), device=self.device)
+                self._vqgan(self._encode, blank.to(self._dtype(self.vqgan)))
+                self.clip.encode_image(blank)
             seconds[n] = time.perf_counter() - began
         return seconds
 

@@ -45,7 +45,8 @@ QUEUE_WAIT = Histogram(
 BATCH_COMPUTE = Histogram("paella_batch_compute_seconds", "Executor time of one batch", buckets=SECONDS)
 BATCH_STAGE = Histogram(
     "paella_batch_stage_seconds",
-    "One batch's time by stage: prepare (host builds and launches the work), device (waiting for the GPU), "
+    "One batch's time by stage: prepare (host builds and launches the work), rows (the part of prepare "
+    "that builds the rows: prompts and pictures encoded), device (waiting for the GPU), "
     "readback (pictures copied out)",
     ["stage"],
     buckets=SECONDS,

@@ -284,6 +284,27 @@ def test_batches_padded_to_a_graph_bucket_give_the_same_tokens(tiny_model_dir):
     assert pipe.batch_sizes(6) == [2, 4, 6]
 
 
+def test_padded_encoders_give_edits_and_variations_the_same_tokens(tiny_model_dir, pictures):
+    """The pictures edits and variations bring go through the fast path's encoder and image tower buckets
+    (padded, uncaptured on the CPU): the tokens are eager sampling's."""
+    pipe = Pipeline.from_folder(tiny_model_dir)
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[8:24, 8:24] = True
+    ops = [
+        Inpaint(pictures[0], Mask.from_array(mask), "a red circle"),
+        Variation(pictures[1], 32, 32),
+        Inpaint(pictures[2], Mask.from_array(mask), "a blue square"),
+    ]
+    eager = pipe.tokens(draws(ops, [1, 2, 3], pipe=pipe))
+    pipe.accelerate((2, 4), compile=False, capture=False)
+    padded = pipe.tokens(draws(ops, [1, 2, 3], pipe=pipe))
+    assert torch.equal(eager, padded)
+    assert len(pipe._encode) == 1 and len(pipe.clip.image_tower) == 1  # two pictures in 2, one in 2
+    seconds = pipe.warmup(4, width=32, height=32)
+    assert list(seconds) == [2, 4]
+    assert len(pipe._encode) == 2 and len(pipe.clip.image_tower) == 2  # every bucket, ahead of traffic
+
+
 def test_render_decodes_chosen_steps_of_the_same_pass(pipe):
     """Previews come from the sampling pass that makes the pictures: the pictures are `images`' own, and a
     draw's previews are its own whatever the batch asks of the others."""
