@@ -92,6 +92,7 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
         Executor(pipeline),
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
+        variations_apart=pipeline.image_denoiser is not None,
         model=pipeline.config,
         encode=encode,
         encoders=settings.encoders,

@@ -30,20 +30,23 @@ class Batcher:
     Args:
         max_batch_size: most images in one batch.
         max_wait_ms: longest the oldest job of a key waits for company before its batch is sent.
+        variations_apart: variations batch apart from other operations (`Job.key`): True where they run
+            on a network of their own (an image denoiser).
     """
 
-    def __init__(self, max_batch_size: int, max_wait_ms: float) -> None:
+    def __init__(self, max_batch_size: int, max_wait_ms: float, *, variations_apart: bool = True) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.variations_apart = variations_apart
         self._keys: dict[Hashable, list[_Pending]] = {}
 
     def add(self, job: Job, start: int = 0, *, alone: bool = False) -> None:
         """Queue images `start:` of `job` (a redelivered job may be partly done); an `alone` job shares
         its batches with no other job."""
         if start < job.n:
-            key = ("alone", job.id) if alone else job.key
+            key = ("alone", job.id) if alone else job.key(variations_apart=self.variations_apart)
             bisect.insort(self._keys.setdefault(key, []), _Pending(job.created, job, start))
 
     @property

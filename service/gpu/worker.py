@@ -51,6 +51,7 @@ class Worker:
         execute: the executor, `execute(slices) -> what it made of each slice`; runs in a dedicated thread.
         max_batch_size: most images per batch (the `Batcher`'s).
         max_wait_ms: longest the oldest job of a key waits for company (the `Batcher`'s).
+        variations_apart: variations batch apart (the `Batcher`'s): where they run on an image denoiser.
         model: what this worker serves, announced to the queue once warm; None announces nothing.
         encode: `encode(picture, encoding)`, a picture as the job's bytes; None when `execute` returns bytes.
         encoders: threads of the encoding pool.
@@ -70,6 +71,7 @@ class Worker:
         *,
         max_batch_size: int,
         max_wait_ms: float,
+        variations_apart: bool = True,
         model: ModelConfig | None = None,
         encode: Callable[[Any, Encoding], bytes] | None = None,
         encoders: int = 4,
@@ -87,7 +89,7 @@ class Worker:
         self.encoders = encoders
         self.max_encoding = max_encoding
         self.hang_timeout_s = hang_timeout_s
-        self.batcher = Batcher(max_batch_size, max_wait_ms)
+        self.batcher = Batcher(max_batch_size, max_wait_ms, variations_apart=variations_apart)
         self.warmup = warmup
         self.poll_s = poll_s
         self.clock = queue.clock if clock is None else clock

@@ -72,13 +72,14 @@ class Job:
     def n(self) -> int:
         return len(self.seeds)
 
-    @property
-    def key(self) -> Hashable:
+    def key(self, *, variations_apart: bool = True) -> Hashable:
         """Only jobs of equal keys share a batch: what one sampling call must share, the canvas and the
         step count, whether the conditioning is a map (compositions) or one embedding, and the network:
-        variations run on the image denoiser where the weight folder has one, so they batch apart. Everything
-        else (operation, guidance, temperature, typical mass, seeds, masks, starting tokens) is per image."""
-        return self.op.size, self.sampler.steps, spatial(self.op), isinstance(self.op, Variation)
+        where the weight folder has an image denoiser, variations run on it and batch apart
+        (`variations_apart`); without one they share the text denoiser's batches. Everything else
+        (operation, guidance, temperature, typical mass, seeds, masks, starting tokens) is per image."""
+        variation = variations_apart and isinstance(self.op, Variation)
+        return self.op.size, self.sampler.steps, spatial(self.op), variation
 
 
 @dataclass(frozen=True)

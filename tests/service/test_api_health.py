@@ -149,3 +149,14 @@ def test_batches_in_flight_default_to_one_on_a_cpu_and_follow_the_setting(
     monkeypatch.setenv("PAELLA_BATCHES_IN_FLIGHT", "3")
     with pytest.raises(ValidationError, match="batches_in_flight"):
         Settings(weights=tiny_model_dir, device="cpu")
+
+
+def test_variations_batch_apart_only_with_an_image_denoiser(tiny_model_dir: Any, pipeline: Pipeline) -> None:
+    settings = Settings(weights=tiny_model_dir, device="cpu")
+    assert pipeline.image_denoiser is None
+    assert make_worker(settings, inprocess(), pipeline).batcher.variations_apart is False
+    pipeline.image_denoiser = pipeline.denoiser  # a folder with model_50000_img's network
+    try:
+        assert make_worker(settings, inprocess(), pipeline).batcher.variations_apart is True
+    finally:
+        pipeline.image_denoiser = None

@@ -117,7 +117,27 @@ def test_job_keys_part_canvases_steps_region_maps_and_variations() -> None:
         "composition": Composition((Region("a red circle"),), 32, 32),
         "wider": Generate("a red circle", 64, 32),
     }
-    keys = {name: Job.new(op, [1], SamplerConfig(steps=4), 60, model="m").key for name, op in ops.items()}
+    jobs = {name: Job.new(op, [1], SamplerConfig(steps=4), 60, model="m") for name, op in ops.items()}
+    keys = {name: job.key() for name, job in jobs.items()}
     assert keys["generate"] == keys["outpaint"] == keys["structural"]
     assert len({keys["generate"], keys["variation"], keys["composition"], keys["wider"]}) == 4
-    assert Job.new(ops["generate"], [1], SamplerConfig(steps=5), 60, model="m").key != keys["generate"]
+    assert Job.new(ops["generate"], [1], SamplerConfig(steps=5), 60, model="m").key() != keys["generate"]
+    shared = {name: job.key(variations_apart=False) for name, job in jobs.items()}  # no image denoiser
+    assert shared["variation"] == shared["generate"] != shared["composition"]
+
+
+def test_without_an_image_denoiser_variations_share_batches_with_generations() -> None:
+    picture = Picture(bytes(32 * 32 * 3), 32, 32)
+    made = [
+        Job.new(Generate("a red circle", 32, 32), [1], SamplerConfig(steps=4), 60, T0, model="m"),
+        Job.new(Variation(picture, 32, 32), [2], SamplerConfig(steps=4), 60, T0 + 0.001, model="m"),
+    ]
+    for apart, batches in ((True, 2), (False, 1)):
+        b = Batcher(max_batch_size=8, max_wait_ms=10, variations_apart=apart)
+        for job in made:
+            b.add(job)
+        formed = []
+        while batch := b.next_batch(T0 + 1):
+            formed.append([s.job.id for s in batch])
+        assert len(formed) == batches
+        assert sorted(i for batch in formed for i in batch) == sorted(j.id for j in made)

@@ -56,4 +56,4 @@ def test_an_operation_round_trips_exactly(op: Operation) -> None:
     json.loads(data)  # plain JSON: pictures as PNG, masks as packed bits, both base64
     again = decode_job(data)
     assert again == job
-    assert again.key == job.key
+    assert again.key() == job.key()
