@@ -68,7 +68,9 @@ class PrivateRedis:
             self.process = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+        """An admin client whose blocking commands may wait as long as they ask (redis-py 8.2 gives clients a
+        5 s socket timeout by default, shorter than a test's BLPOP for workers starting up)."""
+        return redis.Redis.from_url(self.url, socket_timeout=None)
 
     def __enter__(self) -> PrivateRedis:
         self.start()

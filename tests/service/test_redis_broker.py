@@ -75,7 +75,7 @@ def run(scenario: Scenario) -> None:
     """Run `scenario(client, prefix)` with a fresh key prefix, deleting its keys afterwards."""
 
     async def wrapper() -> None:
-        client = Redis.from_url(REDIS_URL)
+        client = Redis.from_url(REDIS_URL, socket_timeout=None)  # BLPOPs below wait on workers starting
         try:
             await client.ping()
         except Exception as e:  # pragma: no cover - a Redis test fails without Redis
