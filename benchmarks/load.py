@@ -83,22 +83,32 @@ class Workload:
 
 @dataclass
 class Result:
-    started: float
+    started: float  # time.time(), comparable across client processes
     latency_s: float
     status: int
     retry_after: str | None = None
+    failure: str | None = None  # no answer: the client's exception; else the error's code
 
 
 async def _send(client: httpx.AsyncClient, request: Request, results: list[Result]) -> None:
     path, body = request
-    start = time.perf_counter()
-    retry_after = None
+    started, start = time.time(), time.perf_counter()
+    retry_after, failure = None, None
     try:
         answer = await client.post(path, json=body, headers={"Accept": "image/png"})
         status, retry_after = answer.status_code, answer.headers.get("retry-after")
-    except httpx.HTTPError:
-        status = 0  # no answer at all
-    results.append(Result(start, time.perf_counter() - start, status, retry_after))
+        if status != 200:
+            failure = _code(answer)
+    except httpx.HTTPError as e:
+        status, failure = 0, type(e).__name__  # no answer at all
+    results.append(Result(started, time.perf_counter() - start, status, retry_after, failure))
+
+
+def _code(answer: httpx.Response) -> str:
+    try:
+        return str(answer.json()["error"]["code"])
+    except Exception:
+        return f"status {answer.status_code}"
 
 
 def _client(url: str, timeout_s: float) -> httpx.AsyncClient:
@@ -248,12 +258,14 @@ def summary(results: list[Result], elapsed: float) -> dict[str, Any]:
         return round(1000 * ok[min(len(ok) - 1, int(q * len(ok)))], 1) if ok else None
 
     shed = [int(r.retry_after) for r in results if r.status == 503 and r.retry_after is not None]
+    failures = Counter(f"{r.status} {r.failure}" for r in results if r.status != 200)
     retry = {"min": min(shed), "median": statistics.median(shed), "max": max(shed)} if shed else None
     return {
         "requests": len(results),
         "ok": len(ok),
         "errors": len(results) - len(ok),
         "statuses": dict(Counter(str(r.status) for r in results)),
+        "failures": dict(failures),
         "retry_after_s": retry,
         "p50_ms": pct(0.5),
         "p95_ms": pct(0.95),
@@ -262,7 +274,26 @@ def summary(results: list[Result], elapsed: float) -> dict[str, Any]:
         "mean_ms": round(1000 * statistics.fmean(ok), 1) if ok else None,
         "images_per_s": round(len(ok) / elapsed, 2),
         "seconds": round(elapsed, 1),
+        "timeline": timeline(results),
     }
+
+
+def timeline(results: list[Result]) -> list[list[float | int | None]]:
+    """Per second of the run, by when requests were sent: [second, sent, failed, p50 ms, max ms of the
+    answered]; shows whether a tail is spread over the run or comes in bursts."""
+    if not results:
+        return []
+    first = min(r.started for r in results)
+    by_second: dict[int, list[Result]] = {}
+    for r in results:
+        by_second.setdefault(int(r.started - first), []).append(r)
+    rows: list[list[float | int | None]] = []
+    for second in sorted(by_second):
+        sent = by_second[second]
+        ok = sorted(r.latency_s for r in sent if r.status == 200)
+        p50 = round(1000 * ok[len(ok) // 2], 1) if ok else None
+        rows.append([second, len(sent), len(sent) - len(ok), p50, round(1000 * ok[-1], 1) if ok else None])
+    return rows
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ def serve(settings: Settings, *, run_worker: bool) -> None:
         port=settings.port,
         log_config=log_config,
         log_level=settings.log_level,
-        timeout_keep_alive=5,
+        timeout_keep_alive=round(settings.keep_alive_s),
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
 

@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     drain_s: float = Field(
         default=3.0, ge=0, description="on SIGTERM, seconds /readyz answers 503 while requests still run"
     )
+    keep_alive_s: float = Field(
+        default=75.0,
+        gt=0,
+        description="seconds an idle HTTP connection stays open: longer than clients and load balancers "
+        "keep theirs (httpx 5 s, typical balancers 60 s), so the server never closes one as a request comes",
+    )
     host: str = Field(default="127.0.0.1", description="address the HTTP server binds")
     port: int = Field(default=8000, ge=0, le=65535, description="port the HTTP server binds")
     metrics_port: int | None = Field(

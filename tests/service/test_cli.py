@@ -92,21 +92,45 @@ def test_worker_serves_its_metrics_on_its_own_port(tiny_model_dir: Path) -> None
 
 
 @pytest.mark.slow
-def test_sigterm_drains_paella_serve_readiness_first_then_in_flight_work_then_exit() -> None:
+def serve(**settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`paella serve` on the CPU with `settings` (PAELLA_* names), once /readyz answers 200."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(PAELLA_DEVICE="cpu", PAELLA_HOST="127.0.0.1", PAELLA_PORT=str(port), PAELLA_DRAIN_S="1.5")
+    env.update(PAELLA_DEVICE="cpu", PAELLA_HOST="127.0.0.1", PAELLA_PORT=str(port), **settings)
     server = subprocess.Popen([sys.executable, "-m", "service", "serve"], cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return server, url
+
+
+def test_paella_serve_keeps_idle_connections_open_for_the_keep_alive_setting() -> None:
+    server, url = serve(PAELLA_KEEP_ALIVE_S="2")
+    port = int(url.rsplit(":", 1)[1])
+    request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(request)
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(1.0)  # idle, within the setting: the same connection serves the next request
+            conn.sendall(request)
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(3.0)  # idle past it: the server has closed the connection
+            assert conn.recv(4096) == b""
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_sigterm_drains_paella_serve_readiness_first_then_in_flight_work_then_exit() -> None:
+    server, url = serve(PAELLA_DRAIN_S="1.5")
+    try:
         with httpx.Client(base_url=url, timeout=60) as client, ThreadPoolExecutor(1) as pool:
             body = {"prompt": "a large red circle in the center on a blue background", "n": 4, "steps": 8}
             in_flight = pool.submit(client.post, "/v1/images/generations", json=body)
