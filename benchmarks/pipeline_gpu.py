@@ -331,9 +331,9 @@ def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> floa
 
 
 def service_mode(args: argparse.Namespace, best: float) -> dict[str, Any]:
-    """`paella serve` on full-size Paella v1 (random weights) or --weights, driven over HTTP, once per
-    `--in-flight` value: the first runs the whole suite and gives the top-level keys, each other one the n=1
-    and open-loop phases that compare them; what was measured before a failure is kept, with the failure."""
+    """`paella serve` on full-size Paella v1 (random weights) or --weights, driven over HTTP: first with the
+    service's default settings (the whole suite, the top-level keys), then once per `--variant` (n=1 and the
+    open loop, to compare with the first); what was measured before a failure is kept, with the failure."""
     out: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -344,19 +344,19 @@ def service_mode(args: argparse.Namespace, best: float) -> dict[str, Any]:
                 )
                 torch.cuda.empty_cache()
             compared = []
-            for i, in_flight in enumerate(args.in_flight):
+            for i, overrides in enumerate([{}, *(variant(v) for v in args.variant or [])]):
                 part: dict[str, Any] = {}
                 try:
-                    _service_mode(args, best, weights, in_flight, part, whole=i == 0)
+                    _service_mode(args, best, weights, overrides, part, whole=i == 0)
                 finally:
                     if i == 0:
                         out |= part
                     compared.append(
-                        {"in_flight": in_flight}
+                        {"settings": overrides or "defaults"}
                         | {k: part.get(k) for k in COMPARED}
                         | {"open_loop_80": part.get("service_detail", {}).get("open_loop_80")}
                     )
-                    out["service_in_flight"] = compared
+                    out["service_variants"] = compared
     except Exception as e:
         traceback.print_exc()
         out["service_error"] = repr(e)
@@ -366,8 +366,22 @@ def service_mode(args: argparse.Namespace, best: float) -> dict[str, Any]:
 COMPARED = ("service_startup_s", "service_p50_ms", "service_load_rate_per_s", "service_load_p99_ms")
 
 
+def variant(text: str) -> dict[str, str]:
+    """`PAELLA_A=1,PAELLA_B=x` as settings."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item]
+    if any(len(p) != 2 or not p[0].startswith("PAELLA_") for p in pairs):
+        raise SystemExit(f"--variant wants PAELLA_NAME=value[,...], got {text!r}")
+    return dict(pairs)
+
+
 def _service_mode(
-    args: argparse.Namespace, best: float, weights: Path, in_flight: int, out: dict[str, Any], *, whole: bool
+    args: argparse.Namespace,
+    best: float,
+    weights: Path,
+    overrides: dict[str, str],
+    out: dict[str, Any],
+    *,
+    whole: bool,
 ) -> None:
     env = {
         "PAELLA_WEIGHTS": str(weights),
@@ -377,9 +391,8 @@ def _service_mode(
         "PAELLA_MAX_QUEUE_WAIT_S": "60",
         "PAELLA_REQUEST_TIMEOUT_S": "60",
         "PAELLA_ENCODERS": str(args.encoders),
-        "PAELLA_BATCHES_IN_FLIGHT": str(in_flight),
         "PAELLA_LOG_LEVEL": "warning",
-    }
+    } | overrides
     start = time.perf_counter()
     with service("serve", env, ready_timeout_s=600) as running:
         url = running.url
@@ -396,7 +409,7 @@ def _service_mode(
                 lone.append(1000 * (time.perf_counter() - began))
         out["service_p50_ms"] = round(statistics.median(lone[5:]), 2)
         print(
-            f"service, {in_flight} in flight: start-up {out['service_startup_s']} s, "
+            f"service, {overrides or 'defaults'}: start-up {out['service_startup_s']} s, "
             f"n=1 p50 {out['service_p50_ms']} ms",
             flush=True,
         )
@@ -496,6 +509,13 @@ def phase(url: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             for stage in ("rows", "prepare", "device", "readback")
         },
         "queue_wait_ms": mean_ms("paella_queue_wait_seconds"),
+        "gc_pauses": {
+            gen: {
+                "count": int(delta(f'paella_gc_pause_seconds_count{{generation="{gen}"}}')),
+                "mean_ms": mean_ms("paella_gc_pause_seconds", f'{{generation="{gen}"}}'),
+            }
+            for gen in ("0", "1", "2")
+        },
         "loop_lag_ms": mean_ms("paella_event_loop_lag_seconds"),
         "loop_lag_over_5ms_share": round(over / lag_samples, 3) if lag_samples else None,
     }
@@ -522,11 +542,11 @@ def main() -> None:
     parser.add_argument("--service-max-batch", type=int, default=32)
     parser.add_argument("--encoders", type=int, default=8)
     parser.add_argument(
-        "--in-flight",
-        type=int,
-        nargs="+",
-        default=[1, 2],
-        help="service: PAELLA_BATCHES_IN_FLIGHT, one service each; the first gives the headline keys",
+        "--variant",
+        action="append",
+        metavar="PAELLA_NAME=VALUE,...",
+        help="service: another service with these settings over the defaults (n=1 and the open loop), "
+        "to compare with the defaults' run; repeatable",
     )
     parser.add_argument("--closed-clients", type=int, help="service: closed-loop clients (4 x max batch)")
     parser.add_argument("--client-processes", type=int, default=6, help="service: load generator processes")

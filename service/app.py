@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service import metrics
+from service import heap, metrics
 from service.http.access import Access
 from service.http.errors import install_error_handlers
 from service.http.image_store import ImageStore, MemoryImageStore, RedisImageStore
@@ -86,6 +86,8 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
         seconds = pipeline.warmup(settings.max_batch_size, width=size, height=size)
         by_size = ", ".join(f"{n}: {s:.1f}" for n, s in seconds.items())
         log.info("warmed up in %.1f s (seconds per batch size: %s)", sum(seconds.values()), by_size)
+        if settings.gc_freeze:
+            log.info("%d objects of the start-up exempt from garbage collection", heap.freeze_start_up())
 
     return Worker(
         cast(WorkQueue, queue),  # both brokers serve both sides of the queue
@@ -146,6 +148,7 @@ def create_app(
         app.state.runtime = runtime
         starting = asyncio.create_task(_start(runtime, settings, pipeline, broker, run_worker))
         lag = asyncio.create_task(metrics.watch_event_loop(), name="paella-loop-lag")
+        heap.watch_pauses()
         try:
             yield
         finally:

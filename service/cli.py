@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from service import logs
+from service import heap, logs
 from service.settings import Settings, env_name
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ def worker(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, gpu.stop)
         lag = asyncio.create_task(watch_event_loop(), name="paella-loop-lag")
+        heap.watch_pauses()
         try:
             await gpu.run()
         finally:

@@ -58,6 +58,12 @@ LOOP_LAG = Histogram(
     "every request it serves and, in `paella serve`, the GPU thread that shares its interpreter",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+GC_PAUSE = Histogram(
+    "paella_gc_pause_seconds",
+    "Pauses of the cyclic garbage collector, by generation (2: a full collection); every thread waits",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+)
 IMAGES_GENERATED = Counter("paella_images_generated", "Images made and stored")
 QUEUE_DEPTH = Gauge(
     "paella_queue_depth", "Images admitted and not yet answered", multiprocess_mode="livemostrecent"

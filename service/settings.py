@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         "behind the device's work, 1 answers each batch before the next is formed; unset: 2 on CUDA, 1 on "
         "a CPU (where launching a batch computes it)",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="once warm, exempt the start-up's objects (model, libraries, app) from garbage "
+        "collection, so that a full collection does not stall every thread for hundreds of ms",
+    )
     hang_timeout_s: float = Field(
         default=120.0, gt=0, description="a batch running longer marks the worker hung: liveness fails"
     )
