@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -112,18 +113,23 @@ def serve(**settings: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def test_paella_serve_keeps_idle_connections_open_for_the_keep_alive_setting() -> None:
     server, url = serve(PAELLA_KEEP_ALIVE_S="2")
-    port = int(url.rsplit(":", 1)[1])
-    request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+
+    def healthz() -> int:
+        conn.request("GET", "/healthz")
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(request)
-            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
-            time.sleep(1.0)  # idle, within the setting: the same connection serves the next request
-            conn.sendall(request)
-            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
-            time.sleep(3.0)  # idle past it: the server has closed the connection
-            assert conn.recv(4096) == b""
+        assert healthz() == 200
+        sock = conn.sock
+        time.sleep(1.0)  # idle, within the setting: the same connection serves the next request
+        assert healthz() == 200 and conn.sock is sock
+        time.sleep(3.0)  # idle past it: the server has closed the connection
+        assert sock.recv(1) == b""
     finally:
+        conn.close()
         server.terminate()
         server.wait(timeout=30)
 
