@@ -47,13 +47,16 @@ def bucket_seconds(curve: dict[int, float], buckets: tuple[int, ...]) -> dict[in
 
 
 class SimulatedDevice:
-    """An overlapping executor: `launch` costs the host `launch_s` and queues the batch's device time
-    behind whatever is queued; `collect` waits until it is done."""
+    """An overlapping executor: `launch` costs the host `launch_s` plus `per_image_s` per image and queues the
+    batch's device time behind whatever is queued; `collect` waits until it is done."""
 
-    def __init__(self, seconds: dict[int, float], launch_s: float, buckets: tuple[int, ...]) -> None:
+    def __init__(
+        self, seconds: dict[int, float], launch_s: float, buckets: tuple[int, ...], per_image_s: float = 0.0
+    ) -> None:
         self.seconds = seconds
         self.buckets = buckets
         self.launch_s = launch_s
+        self.per_image_s = per_image_s
         self.free_at = 0.0
         self.busy_s = 0.0
         self.sizes: list[int] = []  # images per launched batch
@@ -63,8 +66,8 @@ class SimulatedDevice:
         return self.collect(slices, self.launch(slices))
 
     def launch(self, slices: list[Slice]) -> float:
-        time.sleep(self.launch_s)
         images = sum(s.n for s in slices)
+        time.sleep(self.launch_s + self.per_image_s * images)
         size = bucket(images, self.buckets) or max(self.buckets)
         with self.lock:
             self.sizes.append(images)
@@ -82,7 +85,9 @@ async def drive(policy: str, seconds: dict[int, float], args: argparse.Namespace
     from service.gpu.worker import Worker
 
     broker = InProcessBroker(Admission(1e9, 1e9))
-    device = SimulatedDevice(seconds, args.launch_ms / 1000, tuple(sorted(seconds)))
+    device = SimulatedDevice(
+        seconds, args.launch_ms / 1000, tuple(sorted(seconds)), args.launch_ms_per_image / 1000
+    )
     worker = Worker(
         broker,
         device,
@@ -133,6 +138,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--launch-ms", type=float, default=5.0, help="the host's time to launch a batch")
+    parser.add_argument(
+        "--launch-ms-per-image",
+        type=float,
+        default=0.0,
+        help="and per image of it (the H100 service: about 1.5, building rows with the event loop busy)",
+    )
     parser.add_argument("--no-padding", action="store_true", help="a device with every batch size a bucket")
     parser.add_argument("--buckets", type=int, nargs="+", help="the device's buckets")
     parser.add_argument("--out", type=Path)
