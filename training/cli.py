@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     train.add_argument(
         "--init",
         type=Path,
-        help="vqgan: folder of a trained vqgan.safetensors whose decoding side to train further",
+        help="vqgan: folder of a trained vqgan.safetensors whose decoding side to train further; "
+        "denoiser: folder of a trained denoiser.safetensors to train further",
     )
     train.add_argument(
         "--token-noise",
@@ -55,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=0,
         help="vqgan: re-seed the codes unused over this many steps from used ones; 0: never",
     )
+    train.add_argument(
+        "--quantizer",
+        choices=("gumbel", "fsq"),
+        default="gumbel",
+        help="vqgan: v1's Gumbel quantizer, or finite scalar quantization stored in the same layout",
+    )
     train.add_argument("--work", type=Path, default=Path("runs/paella-mini"), help="all: checkpoint folder")
     train.set_defaults(handler=_train)
 
@@ -72,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ev.add_argument("--held-out", type=int, default=100, help="prompts with held-out triples")
     ev.add_argument("--ops", type=int, default=40, help="pictures per image-operation check")
     ev.add_argument("--batch", type=int, default=16)
+    ev.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="prompt and noise seeds of every check; tune the sampler on another seed than the one reported",
+    )
     ev.add_argument("--steps", type=int, help="sampler override")
     ev.add_argument("--guidance", type=float, help="sampler override (< 0: off)")
     ev.add_argument("--temp", type=float, nargs=2, metavar=("START", "END"), help="sampler override")
@@ -127,6 +140,7 @@ def _train(args: argparse.Namespace) -> None:
         )
     elif args.network == "vqgan":
         usage = {"usage_weight": args.usage_weight, "reset_every": args.reset_every}
+        usage["quantizer"] = args.quantizer
         train_vqgan(args.out, **_budget(args), **usage)  # type: ignore[arg-type]
     elif args.network == "clip":
         train_clip(args.out, **_budget(args))  # type: ignore[arg-type]
@@ -135,7 +149,8 @@ def _train(args: argparse.Namespace) -> None:
             (args.vqgan or args.out) / "vqgan.safetensors",
             (args.clip or args.out) / "clip.safetensors",
         )
-        train_denoiser(args.out, vqgan=vqgan, clip=clip, **_budget(args))  # type: ignore[arg-type]
+        init = None if args.init is None else args.init / "denoiser.safetensors"
+        train_denoiser(args.out, vqgan=vqgan, clip=clip, init=init, **_budget(args))  # type: ignore[arg-type]
     else:
         if args.batch is not None or args.lr is not None:
             raise SystemExit("`train all` uses each network's default batch and lr")
@@ -174,7 +189,13 @@ def _eval(args: argparse.Namespace) -> None:
     if args.temp is not None:
         sampler = sampler.replace(temp_range=tuple(args.temp))
     report = evaluate(
-        pipe, n_seen=args.seen, n_held_out=args.held_out, n_ops=args.ops, sampler=sampler, batch=args.batch
+        pipe,
+        n_seen=args.seen,
+        n_held_out=args.held_out,
+        n_ops=args.ops,
+        sampler=sampler,
+        batch=args.batch,
+        seed=args.seed,
     )
     report["weights"] = str(args.weights)
     write_report(report, args.out)

@@ -40,7 +40,9 @@ class SceneStream(IterableDataset[Batch]):
     """Batches of `batch` training scenes (never a held-out triple), each worker with its own seed.
 
     With `hard_negatives`, the second half of every batch copies the first half changed in one
-    attribute (for contrastive training).
+    attribute or, for half of the two-object scenes, with one attribute exchanged between the two
+    objects (for contrastive training). With `shared_background`, row i of the second half has the
+    background of row i of the first (the two halves of a composition canvas).
     """
 
     def __init__(
@@ -50,20 +52,33 @@ class SceneStream(IterableDataset[Batch]):
         *,
         seed: int,
         p_drop: float = 0.3,
+        p_two: float = 0.5,
         hard_negatives: bool = False,
+        shared_background: bool = False,
     ):
+        if hard_negatives and shared_background:
+            raise ValueError("hard_negatives and shared_background both define the second half")
         self.batch, self.tokenizer, self.seed = batch, tokenizer, seed
-        self.p_drop, self.hard_negatives = p_drop, hard_negatives
+        self.p_drop, self.p_two = p_drop, p_two
+        self.hard_negatives, self.shared_background = hard_negatives, shared_background
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         g = torch.Generator().manual_seed(self.seed * 1009 + (info.id if info else 0))
         while True:
+            half = self.batch - self.batch // 2
             if self.hard_negatives:
-                base = world.sample_scenes(self.batch - self.batch // 2, g)
-                scenes = base.cat(world.perturb_scenes(base, g))
+                base = world.sample_scenes(half, g, p_two=self.p_two)
+                swapped = world.swap_bindings(base, g)
+                changed = (swapped.color != base.color) | (swapped.shape != base.shape)
+                changed = (changed | (swapped.size != base.size)).any(1)
+                use_swap = changed & (torch.rand(half, generator=g) < 0.5)
+                scenes = base.cat(world.perturb_scenes(base, g).where(use_swap, swapped))
+            elif self.shared_background:
+                base = world.sample_scenes(half, g, p_two=self.p_two)
+                scenes = base.cat(world.sample_scenes(half, g, p_two=self.p_two, background=base.background))
             else:
-                scenes = world.sample_scenes(self.batch, g)
+                scenes = world.sample_scenes(self.batch, g, p_two=self.p_two)
             captions = world.dropout_captions(scenes, g, p_drop=self.p_drop)
             yield Batch(captions, self.tokenizer(captions.texts()))
 

@@ -80,10 +80,10 @@ def picture(array: np.ndarray) -> Picture:
 
 
 def eval_generation(
-    pipe: Pipeline, n_seen: int, n_held_out: int, sampler: SamplerConfig, batch: int
+    pipe: Pipeline, n_seen: int, n_held_out: int, sampler: SamplerConfig, batch: int, seed: int = 0
 ) -> dict[str, Any]:
     """Judge text-to-image pictures of single-object prompts, seen and held-out triples apart."""
-    ev = world.eval_prompts(n_seen, n_held_out)
+    ev = world.eval_prompts(n_seen, n_held_out, seed=seed)
     images = run(pipe, [Generate(p, 128, 128) for p in ev.prompts], ev.seeds, sampler, batch)
     judged = [judge(im) for im in images]
     expected = truth(ev.scenes)
@@ -306,9 +306,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Every check of the shapes-world evaluation; returns a JSON-ready dict."""
     sampler = sampler or pipe.config.sampler
-    report: dict[str, Any] = {"model": pipe.config.name, "sampler": dataclasses.asdict(sampler)}
+    report: dict[str, Any] = {"model": pipe.config.name, "sampler": dataclasses.asdict(sampler), "seed": seed}
     checks: dict[str, Callable[[], dict[str, Any]]] = {
-        "generation": lambda: eval_generation(pipe, n_seen, n_held_out, sampler, batch),
+        "generation": lambda: eval_generation(pipe, n_seen, n_held_out, sampler, batch, seed),
         "vqgan_psnr": lambda: eval_psnr(pipe, n_psnr, seed + 1),
         "inpainting": lambda: eval_inpainting(pipe, n_ops, sampler, batch, seed + 2),
         "inpainting_scene_caption": lambda: eval_inpainting(

@@ -1,4 +1,5 @@
-"""Train the small VQGAN on shapes-world pictures: L1 + MSE reconstruction through a Gumbel quantizer.
+"""Train the small VQGAN on shapes-world pictures: L1 + MSE reconstruction through a Gumbel quantizer
+or finite scalar quantization (`training.fsq`), stored in v1's Gumbel layout either way.
 
 The quantizer follows taming-transformers' GumbelQuantize (Jang et al. 2016): a straight-through
 Gumbel-softmax sample of the code logits, temperature annealed from 1 to 1/16, with a small KL to
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from model.config import VQGANConfig
 from model.vqgan import VQGAN
 from training import world
+from training.fsq import FSQ
 from training.loop import Run, autocast, load_part, save_part, setup_device
 from training.mini import MINI_VQGAN
 
@@ -26,6 +28,7 @@ TAU_START, TAU_END = 1.0, 1.0 / 16
 ANNEAL_UNTIL = 0.6  # progress at which the temperature reaches TAU_END
 ARGMAX_FROM = 0.75  # progress from which the forward pass uses the argmax code
 KL_WEIGHT = 1e-4
+FSQ_LEVELS = {1024: (4, 4, 4, 4, 4)}  # codebook size -> levels per dimension
 
 
 def usage_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -105,12 +108,14 @@ def _batch_psnr(mse: torch.Tensor) -> float:
     return 10 * math.log10(4 / max(float(mse.detach()), 1e-10))
 
 
-def _fresh_psnr(vqgan: VQGAN, n: int, seed: int, dev: torch.device) -> float:
-    """The final check: argmax-code PSNR on `n` pictures training never drew."""
+def _fresh_check(vqgan: VQGAN, n: int, seed: int, dev: torch.device) -> tuple[float, float]:
+    """The final check on `n` pictures training never drew: argmax-code PSNR and the share of the
+    codebook their codes use."""
     vqgan.eval()
-    return reconstruction_psnr(
-        vqgan, world.render(world.sample_scenes(n, torch.Generator(dev).manual_seed(seed), device=dev))
-    )
+    images = world.render(world.sample_scenes(n, torch.Generator(dev).manual_seed(seed), device=dev))
+    with torch.no_grad():
+        codes = torch.cat([vqgan.encode(chunk) for chunk in images.split(64)])
+    return reconstruction_psnr(vqgan, images), codes.unique().numel() / vqgan.config.n_embed
 
 
 def train_vqgan(
@@ -126,25 +131,46 @@ def train_vqgan(
     check_pictures: int = 512,
     usage_weight: float = 0.0,
     reset_every: int = 0,
+    quantizer: str = "gumbel",
 ) -> Path:
     """Train a VQGAN from scratch and save `out/vqgan.safetensors`; returns its path.
 
-    `usage_weight` adds `usage_loss` (sharp per position, many codes over the batch); `reset_every` > 0
-    re-seeds the codes no argmax picked in that many steps from used ones (`reset_dead_codes`), until the
-    forward pass switches to argmax codes. The saved summary holds the argmax-code PSNR on
-    `check_pictures` fresh pictures.
+    `quantizer` "gumbel" trains v1's Gumbel quantizer; "fsq" trains finite scalar quantization
+    (`training.fsq`) and stores it in the Gumbel layout. For "gumbel", `usage_weight` adds `usage_loss`
+    (sharp per position, many codes over the batch) and `reset_every` > 0 re-seeds the codes no argmax
+    picked in that many steps from used ones (`reset_dead_codes`), until the forward pass switches to
+    argmax codes. The saved summary holds the argmax-code PSNR on `check_pictures` fresh pictures and the
+    share of the codebook they use.
     """
+    if quantizer not in ("gumbel", "fsq"):
+        raise ValueError(f"quantizer must be gumbel or fsq, got {quantizer!r}")
     dev = setup_device(device)
     torch.manual_seed(seed)
     g = torch.Generator(dev).manual_seed(seed)
     vqgan = VQGAN(config).to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(vqgan.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    fsq = FSQ(config.embed_dim, FSQ_LEVELS[config.n_embed]).to(dev) if quantizer == "fsq" else None
+    params = list(vqgan.parameters()) + ([] if fsq is None else list(fsq.parameters()))
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     run = Run("vqgan", out, steps=steps, minutes=minutes)
     picked = torch.zeros(config.n_embed, dtype=torch.bool, device=dev)
     resets = 0
     for _ in run:
         cur_lr = run.set_lr(opt, lr)
         images = _pictures(batch, g, dev)  # (B, 3, 128, 128)
+        if fsq is not None:
+            with autocast(dev):
+                q, index = fsq(vqgan.quant_conv(vqgan.encoder(images * 2 - 1)))
+                recon = vqgan.decoder(vqgan.post_quant_conv(q))  # (B, 3, H, W) in [-1, 1]
+            l1, mse = _reconstruction_errors(recon, images)
+            loss = l1 + mse
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if run.step % run.log_every == 0:
+                used = index.unique().numel()
+                run.log(loss=loss, l1=l1, mse=mse, lr=cur_lr, codes_used=used, psnr=_batch_psnr(mse))
+            continue
         tau = temperature(run.progress)
         with autocast(dev):
             logits = vqgan.code_logits(images).float()  # (B, n_embed, h, w)
@@ -169,9 +195,14 @@ def train_vqgan(
             used = logits.argmax(1).unique().numel()
             psnr = _batch_psnr(mse)
             run.log(loss=loss, l1=l1, mse=mse, kl=kl, tau=tau, lr=cur_lr, codes_used=used, psnr=psnr)
-    psnr = _fresh_psnr(vqgan, check_pictures, seed + 1, dev)
-    summary = run.summary(dev) | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
-    summary |= {"usage_weight": usage_weight, "reset_every": reset_every, "codes_reset": resets}
+    summary = run.summary(dev) | {"quantizer": quantizer, "batch": batch, "lr": lr}
+    if fsq is not None:
+        fsq.export(vqgan.quantize)
+        summary["fsq_levels"] = list(fsq.levels)
+    else:
+        summary |= {"usage_weight": usage_weight, "reset_every": reset_every, "codes_reset": resets}
+    psnr, used = _fresh_check(vqgan, check_pictures, seed + 1, dev)
+    summary |= {"psnr": round(psnr, 2), "codes_used": round(used, 4)}
     print(f"vqgan: {summary}")
     path = out / "vqgan.safetensors"
     save_part(path, vqgan, {"config": dataclasses.asdict(config), "train": summary})
@@ -235,8 +266,9 @@ def refine_vqgan_decoder(
         opt.step()
         if run.step % run.log_every == 0:
             run.log(loss=loss, l1=l1, mse=mse, lr=cur_lr, psnr=_batch_psnr(mse))
-    psnr = _fresh_psnr(vqgan, check_pictures, seed + 1, dev)
-    summary = run.summary(dev) | {"psnr": round(psnr, 2), "batch": batch, "lr": lr}
+    psnr, used = _fresh_check(vqgan, check_pictures, seed + 1, dev)
+    summary = run.summary(dev) | {"psnr": round(psnr, 2), "codes_used": round(used, 4)}
+    summary |= {"batch": batch, "lr": lr}
     if token_noise > 0:
         summary["token_noise"] = token_noise
     print(f"vqgan decoder refinement: {summary}")

@@ -123,14 +123,16 @@ def _map_tensors(obj: T, fn: Callable[[torch.Tensor], torch.Tensor]) -> T:
     return dataclasses.replace(obj, **changes)
 
 
-def _uniform_scenes(present: torch.Tensor, generator: torch.Generator) -> Scenes:
+def _uniform_scenes(
+    present: torch.Tensor, generator: torch.Generator, background: torch.Tensor | None = None
+) -> Scenes:
     n, device = present.shape[0], present.device
 
     def draw(high: int, *shape: int) -> torch.Tensor:
         return torch.randint(high, shape, generator=generator, device=device)
 
     return Scenes(
-        background=draw(len(COLORS), n),
+        background=draw(len(COLORS), n) if background is None else background,
         color=draw(len(COLORS), n, MAX_OBJECTS),
         shape=draw(len(SHAPES), n, MAX_OBJECTS),
         size=draw(len(SIZES), n, MAX_OBJECTS),
@@ -146,16 +148,41 @@ def sample_scenes(
     p_two: float = 0.5,
     allow_held_out: bool = False,
     device: torch.device | str = "cpu",
+    background: torch.Tensor | None = None,
 ) -> Scenes:
-    """Draw `n` valid scenes uniformly (rejection sampling, vectorised); training excludes held-out."""
+    """Draw `n` valid scenes uniformly (rejection sampling, vectorised); training excludes held-out.
+
+    `background` (n,) fixes each scene's background colour (the halves of a composition share one).
+    """
     present = torch.ones(n, MAX_OBJECTS, dtype=torch.bool, device=device)
     present[:, 1] = torch.rand(n, generator=generator, device=device) < p_two
-    scenes = _uniform_scenes(present, generator)
+    scenes = _uniform_scenes(present, generator, background)
     while True:
         bad = ~scenes.valid(allow_held_out)
         if not bool(bad.any()):
             return scenes
-        scenes = scenes.where(bad, _uniform_scenes(present, generator))
+        scenes = scenes.where(bad, _uniform_scenes(present, generator, background))
+
+
+def swap_bindings(scenes: Scenes, generator: torch.Generator, *, allow_held_out: bool = False) -> Scenes:
+    """Copies of two-object scenes with the colour, the shape or the size of the two objects exchanged:
+    the same words in the caption, bound the other way round (hard negatives that teach binding).
+
+    Rows where the exchange changes nothing (one object, equal attributes) or breaks the rules (a
+    held-out triple) come back unchanged; compare with the input to find them.
+    """
+    n, device = len(scenes), scenes.device
+    names = ("color", "shape", "size")
+    differ = torch.stack([getattr(scenes, name)[:, 0] != getattr(scenes, name)[:, 1] for name in names], 1)
+    score = torch.rand(n, len(names), generator=generator, device=device) - 2.0 * ~differ
+    which = score.argmax(1)  # a random attribute among those the two objects differ in
+    fields = {}
+    for k, name in enumerate(names):
+        value = getattr(scenes, name)
+        swap = (which == k)[:, None] & scenes.present.all(1, keepdim=True)
+        fields[name] = torch.where(swap, value.flip(1), value)
+    swapped = Scenes(scenes.background, position=scenes.position, present=scenes.present, **fields)
+    return scenes.where(swapped.valid(allow_held_out), swapped)
 
 
 def perturb_scenes(scenes: Scenes, generator: torch.Generator, *, allow_held_out: bool = False) -> Scenes:

@@ -129,3 +129,33 @@ def test_eval_prompts_are_deterministic_and_split() -> None:
     assert torch.equal(held, a.held_out)
     assert not bool(s.present[:, 1].any())
     assert bool((s.color[:, 0] != s.background).all())
+
+
+def test_binding_swaps_exchange_one_attribute_between_the_two_objects() -> None:
+    g = torch.Generator().manual_seed(2)
+    s = world.sample_scenes(1024, g, p_two=0.7)
+    w = world.swap_bindings(s, g)
+    assert bool(w.valid(allow_held_out=False).all())
+    assert torch.equal(w.background, s.background) and torch.equal(w.position, s.position)
+    changed = torch.zeros(len(s), dtype=torch.bool)
+    for name in ("color", "shape", "size"):
+        a, b = getattr(s, name), getattr(w, name)
+        moved = (a != b).any(1)
+        # a changed attribute is the same pair of values, the other way round
+        assert torch.equal(b[moved], a[moved].flip(1))
+        changed |= moved
+    assert not bool(changed[~s.present.all(1)].any())  # one object: nothing to exchange
+    assert 0.6 < changed[s.present.all(1)].float().mean() < 0.95  # swaps into held-out triples stay
+    # the exchanged scene keeps every caption word but is another picture
+    texts = world.full_captions(w).texts()
+    for i in changed.nonzero().flatten()[:20].tolist():
+        assert sorted(texts[i].split()) == sorted(world.full_captions(s).texts()[i].split())
+        assert not bool(world.full_captions(s).matches(w)[i, i])
+
+
+def test_composition_halves_share_their_background() -> None:
+    g = torch.Generator().manual_seed(3)
+    bg = torch.randint(len(world.COLORS), (256,), generator=g)
+    s = world.sample_scenes(256, g, background=bg)
+    assert torch.equal(s.background, bg)
+    assert bool(s.valid(allow_held_out=False).all())
