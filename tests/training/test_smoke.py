@@ -122,3 +122,14 @@ def test_eval_reports_every_check_in_range(parts: Path, tmp_path: Path) -> None:
     assert 0 < report["vqgan_psnr"]["codes_used"] <= 1
     assert gen["artefact_pixels"]["n"] == 4 and gen["artefact_pixels"]["median"] >= 0
     json.dumps(report)
+    # the model card shows every check next to its target, with the seed of the figures
+    card = pack(
+        tmp_path / "tiny-card",
+        parts={n: parts / f"{n}.safetensors" for n in ("vqgan", "clip", "denoiser")},
+        config=TINY,
+        results=report,
+    ).joinpath("README.md").read_text()
+    for target in (">= 98% each", ">= 95% each", "0 / <= 4", ">= 50% / >= 34 dB", ">= 90% / < 3/255"):
+        assert target in card
+    assert f"{100 * report['compositions']['region_right']:.1f}%" in card
+    assert "seed 0." in card and "scripts/train-mini.sh gpu" in card
