@@ -65,6 +65,9 @@ class VQGANConfig(_FromDict):
     out_ch: int = 3
     double_z: bool = False
     dropout: float = 0.0
+    norm: str = (
+        "group"  # "group": v1's GroupNorm(32); "channel": per-position LayerNorm (`model.vqgan.ChannelNorm`)
+    )
 
     @property
     def downscale(self) -> int:

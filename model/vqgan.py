@@ -13,19 +13,40 @@ from torch import Tensor, nn
 from model.config import VQGANConfig
 
 
-def Normalize(c: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups, as taming-transformers uses everywhere."""
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels at each position, with GroupNorm's parameter names and shapes.
+
+    No statistic spans positions, so the network gains nothing from a spot of huge activations that
+    steers a whole picture's normalisation: the "droplet" artefact of Karras et al. 2020 (StyleGAN2,
+    section 2.1), which GroupNorm provoked on the flat pictures paella-mini is trained on.
+    """
+
+    def __init__(self, c: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
+        return h.permute(0, 3, 1, 2)
+
+
+def Normalize(c: int, norm: str = "group") -> nn.Module:
+    """GroupNorm with 32 groups, as taming-transformers uses everywhere; or `ChannelNorm` ("channel")."""
+    if norm == "channel":
+        return ChannelNorm(c)
     return nn.GroupNorm(num_groups=32, num_channels=c, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
     """Two (norm, swish, conv 3x3) stages with a residual, 1x1 `nin_shortcut` when widths differ."""
 
-    def __init__(self, c_in: int, c_out: int, dropout: float = 0.0):
+    def __init__(self, c_in: int, c_out: int, dropout: float = 0.0, norm: str = "group"):
         super().__init__()
-        self.norm1 = Normalize(c_in)
+        self.norm1 = Normalize(c_in, norm)
         self.conv1 = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
-        self.norm2 = Normalize(c_out)
+        self.norm2 = Normalize(c_out, norm)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, kernel_size=3, padding=1)
         self.nin_shortcut = nn.Conv2d(c_in, c_out, kernel_size=1) if c_in != c_out else nn.Identity()
@@ -39,9 +60,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all positions, scale c^-0.5, with a residual."""
 
-    def __init__(self, c: int):
+    def __init__(self, c: int, norm: str = "group"):
         super().__init__()
-        self.norm = Normalize(c)
+        self.norm = Normalize(c, norm)
         self.q = nn.Conv2d(c, c, kernel_size=1)
         self.k = nn.Conv2d(c, c, kernel_size=1)
         self.v = nn.Conv2d(c, c, kernel_size=1)
@@ -81,12 +102,12 @@ class Upsample(nn.Module):
 class Level(nn.Module):
     """One resolution of the encoder or decoder: ResnetBlocks, each followed by attention if any."""
 
-    def __init__(self, c_in: int, c_out: int, n_blocks: int, attention: bool, dropout: float):
+    def __init__(self, c_in: int, c_out: int, n_blocks: int, attention: bool, dropout: float, norm: str):
         super().__init__()
         self.block = nn.ModuleList(
-            ResnetBlock(c_in if i == 0 else c_out, c_out, dropout) for i in range(n_blocks)
+            ResnetBlock(c_in if i == 0 else c_out, c_out, dropout, norm) for i in range(n_blocks)
         )
-        self.attn = nn.ModuleList(AttnBlock(c_out) for _ in range(n_blocks if attention else 0))
+        self.attn = nn.ModuleList(AttnBlock(c_out, norm) for _ in range(n_blocks if attention else 0))
 
     def forward(self, x: Tensor) -> Tensor:
         for i, block in enumerate(self.block):
@@ -99,8 +120,10 @@ class Level(nn.Module):
 class DownLevel(Level):
     """An encoder level, followed by a Downsample except at the deepest level."""
 
-    def __init__(self, c_in: int, c_out: int, n_blocks: int, attention: bool, dropout: float, last: bool):
-        super().__init__(c_in, c_out, n_blocks, attention, dropout)
+    def __init__(
+        self, c_in: int, c_out: int, n_blocks: int, attention: bool, dropout: float, norm: str, last: bool
+    ):
+        super().__init__(c_in, c_out, n_blocks, attention, dropout, norm)
         self.downsample = nn.Identity() if last else Downsample(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -110,8 +133,10 @@ class DownLevel(Level):
 class UpLevel(Level):
     """A decoder level, followed by an Upsample except at the shallowest level."""
 
-    def __init__(self, c_in: int, c_out: int, n_blocks: int, attention: bool, dropout: float, last: bool):
-        super().__init__(c_in, c_out, n_blocks, attention, dropout)
+    def __init__(
+        self, c_in: int, c_out: int, n_blocks: int, attention: bool, dropout: float, norm: str, last: bool
+    ):
+        super().__init__(c_in, c_out, n_blocks, attention, dropout, norm)
         self.upsample = nn.Identity() if last else Upsample(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -121,11 +146,11 @@ class UpLevel(Level):
 class Middle(nn.Module):
     """ResnetBlock, attention, ResnetBlock at the lowest resolution."""
 
-    def __init__(self, c: int, dropout: float):
+    def __init__(self, c: int, dropout: float, norm: str):
         super().__init__()
-        self.block_1 = ResnetBlock(c, c, dropout)
-        self.attn_1 = AttnBlock(c)
-        self.block_2 = ResnetBlock(c, c, dropout)
+        self.block_1 = ResnetBlock(c, c, dropout, norm)
+        self.attn_1 = AttnBlock(c, norm)
+        self.block_2 = ResnetBlock(c, c, dropout, norm)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
@@ -143,11 +168,13 @@ class Encoder(nn.Module):
         for i in range(len(cfg.ch_mult)):
             attention, last = res in cfg.attn_resolutions, i == len(cfg.ch_mult) - 1
             self.down.append(
-                DownLevel(widths[i], widths[i + 1], cfg.num_res_blocks, attention, cfg.dropout, last)
+                DownLevel(
+                    widths[i], widths[i + 1], cfg.num_res_blocks, attention, cfg.dropout, cfg.norm, last
+                )
             )
             res //= 2
-        self.mid = Middle(widths[-1], cfg.dropout)
-        self.norm_out = Normalize(widths[-1])
+        self.mid = Middle(widths[-1], cfg.dropout, cfg.norm)
+        self.norm_out = Normalize(widths[-1], cfg.norm)
         c_z = 2 * cfg.z_channels if cfg.double_z else cfg.z_channels
         self.conv_out = nn.Conv2d(widths[-1], c_z, kernel_size=3, padding=1)
 
@@ -167,17 +194,18 @@ class Decoder(nn.Module):
         n = len(cfg.ch_mult)
         c = cfg.ch * cfg.ch_mult[-1]
         self.conv_in = nn.Conv2d(cfg.z_channels, c, kernel_size=3, padding=1)
-        self.mid = Middle(c, cfg.dropout)
+        self.mid = Middle(c, cfg.dropout, cfg.norm)
         levels: list[UpLevel] = []
         res = cfg.resolution // 2 ** (n - 1)
         for i in reversed(range(n)):
             c_out = cfg.ch * cfg.ch_mult[i]
             attention = res in cfg.attn_resolutions
-            levels.insert(0, UpLevel(c, c_out, cfg.num_res_blocks + 1, attention, cfg.dropout, last=i == 0))
+            up = UpLevel(c, c_out, cfg.num_res_blocks + 1, attention, cfg.dropout, cfg.norm, last=i == 0)
+            levels.insert(0, up)
             res *= 2
             c = c_out
         self.up = nn.ModuleList(levels)  # indexed by level, shallow first; used deepest first
-        self.norm_out = Normalize(c)
+        self.norm_out = Normalize(c, cfg.norm)
         self.conv_out = nn.Conv2d(c, cfg.out_ch, kernel_size=3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:

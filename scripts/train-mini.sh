@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# paella-mini from scratch on one GPU, in one call of under ten minutes (and, where device time is left,
-# a second that trains the denoiser and the decoder further), then a CPU stage:
-#   scripts/train-mini.sh gpu  RUNS   # the VQGAN (FSQ) and the CLIP side by side (CODES_MINUTES, 3.8), then
-#                                     # the denoiser on those codes and, beside it, the VQGAN's decoding side
-#                                     # with its encoder frozen, mending stray tokens (DENOISER_MINUTES, 4.8)
-#   scripts/train-mini.sh more RUNS   # optional: both of the second pair further (MORE_MINUTES, 8.4)
-#   scripts/train-mini.sh pack RUNS   # CPU: pack into weights/paella-mini, evaluate, pack with the results
+# paella-mini from scratch on one GPU, in two stages of under ten minutes each, then a CPU stage:
+#   scripts/train-mini.sh codes    RUNS  # the VQGAN (FSQ) and the CLIP side by side (CODES_MINUTES, 3.8)
+#   scripts/train-mini.sh denoiser RUNS  # the denoiser on those codes and, beside it, the VQGAN's decoding
+#                                        # side with its encoder frozen, mending stray tokens (DENOISER_MINUTES, 9.0)
+#   scripts/train-mini.sh more     RUNS  # optional: both of the second pair further (MORE_MINUTES, 8.4)
+#   scripts/train-mini.sh pack     RUNS  # CPU: pack into weights/paella-mini, evaluate, pack with the results
 # RUNS is a folder (runs/mini); PYTHON the interpreter (python3); DEVICE (cuda) where to train.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?stage: gpu, more or pack}
+stage=${1:?stage: codes, denoiser, more or pack}
 runs=${2:?runs folder}
 py=${PYTHON:-python3}
 device=${DEVICE:-cuda}
@@ -18,7 +17,7 @@ export TQDM_DISABLE=1
 train() { "$py" -m training train "$@"; }
 
 case "$stage" in
-gpu)
+codes)
     m=${CODES_MINUTES:-3.8}
     train vqgan --quantizer fsq --out "$runs/codes" --device "$device" --minutes "$m" &
     vq=$!
@@ -26,7 +25,9 @@ gpu)
     clip=$!
     wait "$vq"
     wait "$clip"
-    m=${DENOISER_MINUTES:-4.8}
+    ;;
+denoiser)
+    m=${DENOISER_MINUTES:-9.0}
     train denoiser --out "$runs/denoiser" --vqgan "$runs/codes" --clip "$runs/codes" --device "$device" --minutes "$m" &
     den=$!
     train vqgan --init "$runs/codes" --out "$runs/decoder" --device "$device" --minutes "$m" \

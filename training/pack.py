@@ -116,13 +116,14 @@ Captions leave words out at random ("a red circle", "a blue background").
   caption through a spatial condition map, as a composition asks. AdamW, warmup + cosine, EMA weights.
 
 The shipped weights came from the commands below on one GPU; `scripts/train-mini.sh` runs them
-(`python -m training` and `paella-train` take the same arguments). The first GPU stage takes one call
-of under ten minutes, the optional second one more:
+(`python -m training` and `paella-train` take the same arguments). Each GPU stage is one call of
+under ten minutes:
 
 ```bash
-scripts/train-mini.sh gpu runs/mini    # VQGAN (FSQ) + CLIP side by side, then denoiser + decoder side by side
-scripts/train-mini.sh more runs/mini   # both of the second pair further, from where they stopped
-scripts/train-mini.sh pack runs/mini   # CPU: pack, `python -m training eval --ops 100`, pack with the results
+scripts/train-mini.sh codes runs/mini     # VQGAN (FSQ) + CLIP side by side
+scripts/train-mini.sh denoiser runs/mini  # denoiser + the VQGAN's decoding side, side by side
+scripts/train-mini.sh more runs/mini      # optional: both of those further, from where they stopped
+scripts/train-mini.sh pack runs/mini      # CPU: pack, `python -m training eval --ops 100`, pack with results
 ```
 
 ## Sampling defaults
@@ -228,6 +229,16 @@ def results_table(r: dict[str, Any]) -> str:
             ">= 50% / >= 34 dB",
         )
     )
+    if "recon_artefact_pixels" in vq:
+        art = vq["recon_artefact_pixels"]
+        rows.append(
+            (
+                f"VQGAN alone: artefact pixels per reconstructed one-object picture, median / p90 / max "
+                f"(n={art['n']})",
+                f"{art['median']:g} / {art['p90']:g} / {art['max']}",
+                "(the spot, before sampling)",
+            )
+        )
     out, var = r["outpainting"], r["variations"]
     rows += [
         ("outpainting: original kept (mean abs. error) / new area judged background",

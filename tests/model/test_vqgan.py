@@ -94,3 +94,27 @@ def test_attention_is_softmax_of_scaled_dot_products():
     weights = torch.softmax(q.transpose(1, 2) @ k * 32**-0.5, dim=-1)  # (B, HW_q, HW_k)
     expected = x + block.proj_out((v @ weights.transpose(1, 2)).reshape(2, 32, 3, 5))
     torch.testing.assert_close(block(x), expected)
+
+
+def test_channel_norm_keeps_the_v1_layout_and_no_statistic_spans_positions() -> None:
+    import dataclasses
+
+    from model.vqgan import ChannelNorm
+
+    group, channel = VQGAN(TINY), VQGAN(dataclasses.replace(TINY, norm="channel"))
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(group) == shapes(channel)  # same keys and shapes: the same files load either way
+    assert any(isinstance(m, ChannelNorm) for m in channel.modules())
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in channel.modules())
+    norm = ChannelNorm(32)
+    x = torch.randn(2, 32, 8, 8)
+    spiked = x.clone()
+    spiked[:, :, 3, 3] *= 100  # a droplet at one position
+    out, out_spiked = norm(x), norm(spiked)
+    keep = torch.ones(8, 8, dtype=torch.bool)
+    keep[3, 3] = False
+    torch.testing.assert_close(out[..., keep], out_spiked[..., keep])  # elsewhere nothing moves
+    reference = F.layer_norm(x.permute(0, 2, 3, 1), (32,), eps=1e-6).permute(0, 3, 1, 2)
+    torch.testing.assert_close(out, reference)
+    gn = torch.nn.GroupNorm(32 // 4, 32)
+    assert not torch.allclose(gn(x)[..., keep], gn(spiked)[..., keep])  # GroupNorm: it moves everywhere

@@ -120,16 +120,22 @@ def test_eval_reports_every_check_in_range(parts: Path, tmp_path: Path) -> None:
     assert report["two_objects"]["n"] == 2 and 0 <= report["two_objects"]["both_right"] <= 1
     assert report["compositions"]["regions"] == 4 and 0 <= report["compositions"]["region_right"] <= 1
     assert 0 < report["vqgan_psnr"]["codes_used"] <= 1
+    assert report["vqgan_psnr"]["recon_artefact_pixels"]["n"] == 2
     assert gen["artefact_pixels"]["n"] == 4 and gen["artefact_pixels"]["median"] >= 0
     json.dumps(report)
     # the model card shows every check next to its target, with the seed of the figures
-    card = pack(
-        tmp_path / "tiny-card",
-        parts={n: parts / f"{n}.safetensors" for n in ("vqgan", "clip", "denoiser")},
-        config=TINY,
-        results=report,
-    ).joinpath("README.md").read_text()
+    card = (
+        pack(
+            tmp_path / "tiny-card",
+            parts={n: parts / f"{n}.safetensors" for n in ("vqgan", "clip", "denoiser")},
+            config=TINY,
+            results=report,
+        )
+        .joinpath("README.md")
+        .read_text()
+    )
     for target in (">= 98% each", ">= 95% each", "0 / <= 4", ">= 50% / >= 34 dB", ">= 90% / < 3/255"):
         assert target in card
     assert f"{100 * report['compositions']['region_right']:.1f}%" in card
-    assert "seed 0." in card and "scripts/train-mini.sh gpu" in card
+    assert "seed 0." in card and "scripts/train-mini.sh codes" in card
+    assert "reconstructed one-object picture" in card
