@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,16 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], loss: torch.Tensor
+) -> None:
+    """Backpropagate `loss`, clip the gradients' global norm to 1 and step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(params), 1.0)
+    optimizer.step()
 
 
 class Run:

@@ -20,7 +20,7 @@ from model.clip import ClipEncoder, WordTokenizer
 from model.config import CLIPConfig
 from training import world
 from training.data import SceneStream, batches
-from training.loop import Run, autocast, save_part, setup_device
+from training.loop import Run, autocast, optimizer_step, save_part, setup_device
 from training.mini import MINI_CLIP
 
 
@@ -106,10 +106,7 @@ def train_clip(
             image = clip.encode_image(world.render(b.scenes))
         matches = b.captions.matches(b.scenes)  # (B, B)
         loss = contrastive_loss(text.float(), image.float(), clip.model.logit_scale, matches)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, clip.parameters(), loss)
         run.log(loss=loss, scale=clip.model.logit_scale.exp(), lr=cur_lr)
     clip.eval()
     summary = (

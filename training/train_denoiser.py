@@ -29,7 +29,7 @@ from model.sampler import noise_tokens
 from model.vqgan import VQGAN
 from training import world
 from training.data import Batch, SceneStream, batches
-from training.loop import Run, autocast, load_frozen_part, save_part, setup_device
+from training.loop import Run, autocast, load_frozen_part, optimizer_step, save_part, setup_device
 from training.mini import MINI_CLIP, MINI_DENOISER, MINI_VQGAN
 
 P_IMAGE = 0.2  # samples conditioned on the CLIP image embedding
@@ -142,10 +142,7 @@ def train_denoiser(
         loss = token_loss(logits, tokens, box.float())
         loss = loss + token_loss(pair_logits, pair_tokens, torch.ones_like(pair_tokens, dtype=torch.float32))
         loss = loss / (box.sum() + pair_tokens.numel())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, model.parameters(), loss)
         with torch.no_grad():
             d = min(ema_decay, (1 + run.step) / (10 + run.step))
             torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)

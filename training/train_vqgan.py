@@ -21,7 +21,7 @@ from model.config import VQGANConfig
 from model.vqgan import VQGAN
 from training import world
 from training.fsq import FSQ
-from training.loop import Run, autocast, load_part, save_part, setup_device
+from training.loop import Run, autocast, load_part, optimizer_step, save_part, setup_device
 from training.mini import MINI_VQGAN
 
 TAU_START, TAU_END = 1.0, 1.0 / 16
@@ -163,10 +163,7 @@ def train_vqgan(
                 recon = vqgan.decoder(vqgan.post_quant_conv(q))  # (B, 3, H, W) in [-1, 1]
             l1, mse = _reconstruction_errors(recon, images)
             loss = l1 + mse
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            optimizer_step(opt, params, loss)
             if run.step % run.log_every == 0:
                 used = index.unique().numel()
                 run.log(loss=loss, l1=l1, mse=mse, lr=cur_lr, codes_used=used, psnr=_batch_psnr(mse))
@@ -182,10 +179,7 @@ def train_vqgan(
         loss = l1 + mse + KL_WEIGHT * kl
         if usage_weight:
             loss = loss + usage_weight * usage_loss(logits)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vqgan.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, vqgan.parameters(), loss)
         if reset_every and run.progress < ARGMAX_FROM:
             picked[logits.argmax(1).flatten()] = True  # no host sync
             if run.step % reset_every == reset_every - 1:
@@ -260,10 +254,7 @@ def refine_vqgan_decoder(
             recon = vqgan.decoder(vqgan.post_quant_conv(vqgan.quantize.mix(one_hot)))  # (B, 3, H, W)
         l1, mse = _reconstruction_errors(recon, images)
         loss = l1 + mse
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, params, loss)
         if run.step % run.log_every == 0:
             run.log(loss=loss, l1=l1, mse=mse, lr=cur_lr, psnr=_batch_psnr(mse))
     psnr, used = _fresh_check(vqgan, check_pictures, seed + 1, dev)
