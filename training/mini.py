@@ -13,6 +13,7 @@ MINI_VQGAN = VQGANConfig(
     embed_dim=64,
     n_embed=1024,
     resolution=128,
+    norm="channel",  # GroupNorm drew a droplet spot on these flat pictures (docs/paella-mini-2.md)
 )
 MINI_CLIP = CLIPConfig(
     model_name="paella-mini-clip",
