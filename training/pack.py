@@ -16,6 +16,12 @@ from training import world
 from training.loop import json_config, load_part
 from training.mini import PAELLA_MINI
 
+NORMS = {
+    "group": "GroupNorm(32), as in v1",
+    "channel": "per position over the channels (`ChannelNorm`), not v1's GroupNorm, which drew a droplet "
+    "spot on these flat pictures",
+}
+
 
 def pack(
     out: Path,
@@ -84,7 +90,8 @@ It is the service's embedded default: it needs no download and runs on a laptop 
 
 - VQGAN: {config.vqgan.ch} base channels, ch_mult {list(config.vqgan.ch_mult)}, {config.vqgan.n_embed} codes
   of {config.vqgan.embed_dim} dims; {config.image_size} px to a
-  {config.image_size // config.vqgan.downscale}x{config.image_size // config.vqgan.downscale} token grid.
+  {config.image_size // config.vqgan.downscale}x{config.image_size // config.vqgan.downscale} token grid;
+  normalisation {NORMS[config.vqgan.norm]}.
 - CLIP: an open_clip custom model (ViT image tower, text transformer), {config.clip.embed_dim}-d
   embeddings, word-level tokenizer over the caption vocabulary (`vocab.json`).
 - Denoiser: c_hidden {config.denoiser.c_hidden}, levels {list(config.denoiser.down_levels)} /
