@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # paella-mini from scratch on one GPU, in two stages of under ten minutes each, then a CPU stage:
-#   scripts/train-mini.sh codes    RUNS  # the VQGAN (FSQ) and the CLIP side by side (CODES_MINUTES, 3.8)
+#   scripts/train-mini.sh codes    RUNS  # the VQGAN (FSQ) and the CLIP side by side (CODES_MINUTES, 8.4)
 #   scripts/train-mini.sh denoiser RUNS  # the denoiser on those codes and, beside it, the VQGAN's decoding
 #                                        # side with its encoder frozen, mending stray tokens (DENOISER_MINUTES, 9.0)
 #   scripts/train-mini.sh more     RUNS  # optional: both of the second pair further (MORE_MINUTES, 8.4)
@@ -18,7 +18,7 @@ train() { "$py" -m training train "$@"; }
 
 case "$stage" in
 codes)
-    m=${CODES_MINUTES:-3.8}
+    m=${CODES_MINUTES:-8.4}
     train vqgan --quantizer fsq --out "$runs/codes" --device "$device" --minutes "$m" &
     vq=$!
     train clip --out "$runs/codes" --device "$device" --minutes "$m" &
