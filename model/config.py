@@ -65,9 +65,8 @@ class VQGANConfig(_FromDict):
     out_ch: int = 3
     double_z: bool = False
     dropout: float = 0.0
-    norm: str = (
-        "group"  # "group": v1's GroupNorm(32); "channel": per-position LayerNorm (`model.vqgan.ChannelNorm`)
-    )
+    # "group": v1's GroupNorm(32); "channel": per-position LayerNorm (`model.vqgan.ChannelNorm`)
+    norm: str = "group"
 
     @property
     def downscale(self) -> int:

@@ -16,6 +16,21 @@ export TQDM_DISABLE=1
 
 train() { "$py" -m training train "$@"; }
 
+# MINUTES DENOISER_OUT DECODER_INIT DECODER_OUT DECODER_LR [more denoiser arguments]: the denoiser on the
+# codes, and beside it the VQGAN's decoding side (encoder frozen) learning to mend stray tokens
+denoiser_beside_decoder() {
+    local m=$1 den_out=$2 dec_init=$3 dec_out=$4 dec_lr=$5
+    shift 5
+    train denoiser --out "$den_out" --vqgan "$runs/codes" --clip "$runs/codes" --device "$device" \
+        --minutes "$m" "$@" &
+    local den=$!
+    train vqgan --init "$dec_init" --out "$dec_out" --device "$device" --minutes "$m" \
+        --batch 128 --lr "$dec_lr" --token-noise 0.04 &
+    local dec=$!
+    wait "$den"
+    wait "$dec"
+}
+
 case "$stage" in
 codes)
     m=${CODES_MINUTES:-8.4}
@@ -27,25 +42,11 @@ codes)
     wait "$clip"
     ;;
 denoiser)
-    m=${DENOISER_MINUTES:-9.0}
-    train denoiser --out "$runs/denoiser" --vqgan "$runs/codes" --clip "$runs/codes" --device "$device" --minutes "$m" &
-    den=$!
-    train vqgan --init "$runs/codes" --out "$runs/decoder" --device "$device" --minutes "$m" \
-        --batch 128 --lr 2e-4 --token-noise 0.04 &
-    dec=$!
-    wait "$den"
-    wait "$dec"
+    denoiser_beside_decoder "${DENOISER_MINUTES:-9.0}" "$runs/denoiser" "$runs/codes" "$runs/decoder" 2e-4
     ;;
 more)
-    m=${MORE_MINUTES:-8.4}
-    train denoiser --init "$runs/denoiser" --out "$runs/denoiser2" --vqgan "$runs/codes" --clip "$runs/codes" \
-        --device "$device" --minutes "$m" --lr 5e-4 &
-    den=$!
-    train vqgan --init "$runs/decoder" --out "$runs/decoder2" --device "$device" --minutes "$m" \
-        --batch 128 --lr 1e-4 --token-noise 0.04 &
-    dec=$!
-    wait "$den"
-    wait "$dec"
+    denoiser_beside_decoder "${MORE_MINUTES:-8.4}" "$runs/denoiser2" "$runs/decoder" "$runs/decoder2" 1e-4 \
+        --init "$runs/denoiser" --lr 5e-4
     ;;
 pack)
     den=$runs/denoiser dec=$runs/decoder

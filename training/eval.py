@@ -94,13 +94,18 @@ def eval_generation(
         for split, flag in (("seen", False), ("held_out", True))
     }
     counts = [artefacts(im, j) for im, j in zip(images, judged, strict=True)]
-    report["artefact_pixels"] = {
+    report["artefact_pixels"] = spread(counts)
+    return report
+
+
+def spread(counts: Sequence[int]) -> dict[str, float]:
+    """Median, 90th percentile, maximum and n of per-picture counts."""
+    return {
         "median": float(np.median(counts)),
         "p90": float(np.percentile(counts, 90)),
         "max": int(max(counts)),
         "n": len(counts),
     }
-    return report
 
 
 def artefacts(image: np.ndarray, judged: Judgement) -> int:
@@ -143,12 +148,7 @@ def eval_psnr(pipe: Pipeline, n: int, seed: int) -> dict[str, Any]:
             "fresh": round(reconstruction_psnr(pipe.vqgan, fresh.to(pipe.device)), 2),
             "held_out_objects": round(reconstruction_psnr(pipe.vqgan, world.render(held).to(pipe.device)), 2),
             "codes_used": round(codes.unique().numel() / pipe.config.vqgan.n_embed, 4),
-            "recon_artefact_pixels": {
-                "median": float(np.median(counts)),
-                "p90": float(np.percentile(counts, 90)),
-                "max": int(max(counts)),
-                "n": len(counts),
-            },
+            "recon_artefact_pixels": spread(counts),
         }
 
 

@@ -160,6 +160,11 @@ distribution. Licence: MIT, like the code.
 """
 
 
+def spread(counts: dict[str, Any]) -> str:
+    """An eval `spread` as "median / p90 / max"."""
+    return f"{counts['median']:g} / {counts['p90']:g} / {counts['max']}"
+
+
 def results_table(r: dict[str, Any]) -> str:
     """The evaluation's headline numbers as a Markdown table, next to paella-mini 2's targets."""
     gen, inp = r["generation"], r["inpainting"]
@@ -223,7 +228,7 @@ def results_table(r: dict[str, Any]) -> str:
         rows.append(
             (
                 f"artefact pixels per single-object picture, median / 90th percentile / max (n={art['n']})",
-                f"{art['median']:g} / {art['p90']:g} / {art['max']}",
+                spread(art),
                 "0 / <= 4",
             )
         )
@@ -242,7 +247,7 @@ def results_table(r: dict[str, Any]) -> str:
             (
                 f"VQGAN alone: artefact pixels per reconstructed one-object picture, median / p90 / max "
                 f"(n={art['n']})",
-                f"{art['median']:g} / {art['p90']:g} / {art['max']}",
+                spread(art),
                 "(the spot, before sampling)",
             )
         )

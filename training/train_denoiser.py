@@ -114,8 +114,10 @@ def train_denoiser(
     )
     tokenizer = WordTokenizer(vocab, clip_config.context_length)
     data = batches(SceneStream(batch, tokenizer, seed=seed, p_drop=0.2, p_two=P_TWO), dev)
-    pair_stream = SceneStream(2 * max(batch // PAIRS, 1), tokenizer, seed=seed + 1, p_drop=0.2, p_two=0.3,
-                              shared_background=True)  # fmt: skip
+    pairs_per_step = max(batch // PAIRS, 1)
+    pair_stream = SceneStream(
+        2 * pairs_per_step, tokenizer, seed=seed + 1, p_drop=0.2, p_two=0.3, shared_background=True
+    )
     pair_data = batches(pair_stream, dev, workers=3)
     g = torch.Generator(dev).manual_seed(seed)
     run = Run("denoiser", out, steps=steps, minutes=minutes)
@@ -151,7 +153,7 @@ def train_denoiser(
             pair_acc = (pair_logits.argmax(1) == pair_tokens).float().mean()
             run.log(loss=loss, acc=acc, pair_acc=pair_acc, lr=cur_lr)
     summary = run.summary(dev) | {"batch": batch, "lr": lr, "ema_decay": ema_decay}
-    summary |= {"p_two": P_TWO, "p_region": P_REGION, "pairs": len(pair_tokens)}
+    summary |= {"p_two": P_TWO, "p_region": P_REGION, "pairs": pairs_per_step}
     if init is not None:
         summary["after"] = earlier
     print(f"denoiser: {summary}")
