@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--token-noise",
         type=float,
         default=0.0,
-        help="vqgan --init: share of tokens swapped in half of each batch, decoded to the clean picture",
+        help="vqgan (--init, or fsq from halfway on): share of tokens swapped in half of each batch, "
+        "decoded to the clean picture",
     )
     train.add_argument(
         "--usage-weight",
@@ -140,7 +141,7 @@ def _train(args: argparse.Namespace) -> None:
         )
     elif args.network == "vqgan":
         usage = {"usage_weight": args.usage_weight, "reset_every": args.reset_every}
-        usage["quantizer"] = args.quantizer
+        usage |= {"quantizer": args.quantizer, "token_noise": args.token_noise}
         train_vqgan(args.out, **_budget(args), **usage)  # type: ignore[arg-type]
     elif args.network == "clip":
         train_clip(args.out, **_budget(args))  # type: ignore[arg-type]

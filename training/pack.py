@@ -127,9 +127,9 @@ The shipped weights came from the commands below on one GPU; `scripts/train-mini
 under ten minutes:
 
 ```bash
-scripts/train-mini.sh codes runs/mini     # VQGAN (FSQ) + CLIP side by side
-scripts/train-mini.sh denoiser runs/mini  # denoiser + the VQGAN's decoding side, side by side
-scripts/train-mini.sh more runs/mini      # optional: both of those further, from where they stopped
+scripts/train-mini.sh codes runs/mini     # VQGAN (FSQ, token noise from halfway) + CLIP side by side
+scripts/train-mini.sh denoiser runs/mini  # the denoiser, alone on the GPU
+scripts/train-mini.sh more runs/mini      # optional: the denoiser further, from where it stopped
 scripts/train-mini.sh pack runs/mini      # CPU: pack, `python -m training eval --ops 100`, pack with results
 ```
 

@@ -29,6 +29,7 @@ ANNEAL_UNTIL = 0.6  # progress at which the temperature reaches TAU_END
 ARGMAX_FROM = 0.75  # progress from which the forward pass uses the argmax code
 KL_WEIGHT = 1e-4
 FSQ_LEVELS = {1024: (4, 4, 4, 4, 4)}  # codebook size -> levels per dimension
+TOKEN_NOISE_FROM = 0.5  # progress from which an FSQ run with token noise swaps tokens
 
 
 def usage_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -62,6 +63,19 @@ def reset_dead_codes(
     if q.proj.bias is not None:
         q.proj.bias[dead] = q.proj.bias[pick] - 1.0
     return len(dead)
+
+
+def swap_tokens(q: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Quantized features (B, c, h, w) with `share` of the positions in the second half of the batch
+    replaced by the features of random positions of the batch (no gradient through those): tokens as a
+    sampler may leave them, to be decoded to the clean picture."""
+    b, c, h, w = q.shape
+    first, second = q[: b // 2], q[b // 2 :]
+    swap = torch.rand(len(second), 1, h, w, device=q.device, generator=generator) < share
+    rows = q.detach().permute(0, 2, 3, 1).reshape(-1, c)
+    pick = torch.randint(len(rows), (len(second) * h * w,), device=q.device, generator=generator)
+    donors = rows[pick].view(len(second), h, w, c).permute(0, 3, 1, 2)
+    return torch.cat([first, torch.where(swap, donors, second)])
 
 
 def temperature(progress: float) -> float:
@@ -132,6 +146,7 @@ def train_vqgan(
     usage_weight: float = 0.0,
     reset_every: int = 0,
     quantizer: str = "gumbel",
+    token_noise: float = 0.0,
 ) -> Path:
     """Train a VQGAN from scratch and save `out/vqgan.safetensors`; returns its path.
 
@@ -139,11 +154,15 @@ def train_vqgan(
     (`training.fsq`) and stores it in the Gumbel layout. For "gumbel", `usage_weight` adds `usage_loss`
     (sharp per position, many codes over the batch) and `reset_every` > 0 re-seeds the codes no argmax
     picked in that many steps from used ones (`reset_dead_codes`), until the forward pass switches to
-    argmax codes. The saved summary holds the argmax-code PSNR on `check_pictures` fresh pictures and the
+    argmax codes. For "fsq", `token_noise` > 0 swaps that share of the tokens in half of each batch from
+    TOKEN_NOISE_FROM of the budget on (`swap_tokens`), so the decoder learns to mend the odd wrong
+    token a sampler leaves while the encoder still trains on the clean half. The saved summary holds the argmax-code PSNR on `check_pictures` fresh pictures and the
     share of the codebook they use.
     """
     if quantizer not in ("gumbel", "fsq"):
         raise ValueError(f"quantizer must be gumbel or fsq, got {quantizer!r}")
+    if token_noise and quantizer != "fsq":
+        raise ValueError("token noise from scratch needs the fsq quantizer (for gumbel: refine with --init)")
     dev = setup_device(device)
     torch.manual_seed(seed)
     g = torch.Generator(dev).manual_seed(seed)
@@ -160,6 +179,8 @@ def train_vqgan(
         if fsq is not None:
             with autocast(dev):
                 q, index = fsq(vqgan.quant_conv(vqgan.encoder(images * 2 - 1)))
+                if token_noise and run.progress >= TOKEN_NOISE_FROM:
+                    q = swap_tokens(q, token_noise, g)
                 recon = vqgan.decoder(vqgan.post_quant_conv(q))  # (B, 3, H, W) in [-1, 1]
             l1, mse = _reconstruction_errors(recon, images)
             loss = l1 + mse
@@ -192,7 +213,7 @@ def train_vqgan(
     summary = run.summary(dev) | {"quantizer": quantizer, "batch": batch, "lr": lr}
     if fsq is not None:
         fsq.export(vqgan.quantize)
-        summary["fsq_levels"] = list(fsq.levels)
+        summary |= {"fsq_levels": list(fsq.levels), "token_noise": token_noise}
     else:
         summary |= {"usage_weight": usage_weight, "reset_every": reset_every, "codes_reset": resets}
     psnr, used = _fresh_check(vqgan, check_pictures, seed + 1, dev)
@@ -221,7 +242,7 @@ def refine_vqgan_decoder(
 
     The encoder and the code projection stay frozen, so every picture keeps its tokens: this can run
     beside the denoiser's training, which learns those same tokens. With `token_noise` > 0, the second
-    half of each batch has that share of its tokens swapped for tokens drawn from the batch, and is
+    half of each batch has that share of its tokens swapped for tokens of the batch (`swap_tokens`), and is
     still asked to decode to the clean picture: the decoder learns to mend the odd wrong token a
     sampler leaves, instead of drawing a blot of colour there.
     """
@@ -244,14 +265,12 @@ def refine_vqgan_decoder(
         images = _pictures(batch, g, dev)  # (B, 3, 128, 128)
         with torch.no_grad(), autocast(dev):
             codes = vqgan.code_logits(images).float().argmax(1)  # (B, h, w)
-        if token_noise > 0:
-            half = codes[batch // 2 :]
-            swap = torch.rand(half.shape, device=dev, generator=g) < token_noise
-            donors = codes.flatten()[torch.randint(codes.numel(), half.shape, device=dev, generator=g)]
-            codes = torch.cat([codes[: batch // 2], torch.where(swap, donors, half)])
         one_hot = F.one_hot(codes, config.n_embed).permute(0, 3, 1, 2).float()  # (B, n, h, w)
         with autocast(dev):
-            recon = vqgan.decoder(vqgan.post_quant_conv(vqgan.quantize.mix(one_hot)))  # (B, 3, H, W)
+            q = vqgan.quantize.mix(one_hot)
+            if token_noise > 0:
+                q = swap_tokens(q, token_noise, g)
+            recon = vqgan.decoder(vqgan.post_quant_conv(q))  # (B, 3, H, W)
         l1, mse = _reconstruction_errors(recon, images)
         loss = l1 + mse
         optimizer_step(opt, params, loss)
