@@ -156,8 +156,8 @@ def train_vqgan(
     picked in that many steps from used ones (`reset_dead_codes`), until the forward pass switches to
     argmax codes. For "fsq", `token_noise` > 0 swaps that share of the tokens in half of each batch from
     TOKEN_NOISE_FROM of the budget on (`swap_tokens`), so the decoder learns to mend the odd wrong
-    token a sampler leaves while the encoder still trains on the clean half. The saved summary holds the argmax-code PSNR on `check_pictures` fresh pictures and the
-    share of the codebook they use.
+    token a sampler leaves while the encoder still trains on the clean half. The saved summary holds
+    the argmax-code PSNR on `check_pictures` fresh pictures and the share of the codebook they use.
     """
     if quantizer not in ("gumbel", "fsq"):
         raise ValueError(f"quantizer must be gumbel or fsq, got {quantizer!r}")
