@@ -1,9 +1,10 @@
 """Time one 128 x 128 picture through the Pipeline on the CPU (8 steps with guidance by default).
 
-Uses a weight folder if given, else paella-mini's architecture with random weights (same cost).
-Prints the numbers and writes them to results/pipeline_cpu.json.
+Uses the weight folders given, else paella-mini's architecture with random weights (same cost); several
+folders are timed in one run, round robin, so their figures compare. Prints the numbers and writes them
+to results/pipeline_cpu.json.
 
-    PYTHONPATH=. python benchmarks/pipeline_cpu.py [--weights weights/paella-mini] [--threads 2]
+    PYTHONPATH=. python benchmarks/pipeline_cpu.py [--weights weights/paella-mini [--weights B]] [--threads 2]
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def params(module: torch.nn.Module) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path)
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        action="append",
+        help="a weight folder; give it more than once to time several models in one run (interleaved)",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--steps", type=int, default=8)
@@ -50,55 +56,76 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/pipeline_cpu.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = build(args.weights)
-    sampler = dataclasses.replace(pipe.config.sampler, steps=args.steps)
-    size = pipe.config.image_size
-    batch = draws([Generate(PROMPT, size, size)] * args.batch, list(range(args.batch)), sampler)
-
-    def timed(fn: object) -> list[float]:
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn()  # type: ignore[operator]
-            times.append(time.perf_counter() - start)
-        return times
-
-    pipe.images(batch)  # warm-up
-    total = timed(lambda: pipe.images(batch))
-    tokens = pipe.tokens(batch)
-    sample = timed(lambda: pipe.tokens(batch))
-    decode = timed(lambda: pipe.decode(tokens))
-    with torch.inference_mode():  # uncached: the tokenizer and the text tower
-        text = timed(lambda: pipe.clip.model.encode_text(pipe.clip.tokenizer([PROMPT] * args.batch)))
-
-    def ms(xs: list[float]) -> dict[str, float]:
-        return {"median_ms": round(1000 * statistics.median(xs), 1), "min_ms": round(1000 * min(xs), 1)}
-
+    folders: list[Path | None] = list(args.weights) if args.weights else [None]
+    models = [Model(build(w), w, args.steps, args.batch) for w in folders]
+    for m in models:
+        m.warm_up()
+    for _ in range(args.repeats):  # round robin, so a slower spell of the machine hits every model alike
+        for m in models:
+            m.time_once()
+    reports = [m.report() for m in models]
     report = {
-        "model": pipe.config.name,
-        "weights": str(args.weights) if args.weights else "random",
-        "image": f"{size}x{size}",
-        "batch": args.batch,
-        "steps": sampler.steps,
-        "guidance_scale": sampler.guidance_scale,
-        "typical_filtering": sampler.typical_filtering,
         "threads": args.threads,
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "params": {
-            "denoiser": params(pipe.denoiser),
-            "vqgan": params(pipe.vqgan),
-            "clip": params(pipe.clip),
-        },
-        "generate": ms(total),
-        "sample_tokens": ms(sample),
-        "vqgan_decode": ms(decode),
-        "clip_encode_text": ms(text),
-        "per_image_ms": round(1000 * statistics.median(total) / args.batch, 1),
+        "repeats": args.repeats,
+        "models": reports,
     }
     print(json.dumps(report, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+class Model:
+    """One weight folder's pipeline and its timings: the whole picture, sampling, decoding, text encoding."""
+
+    def __init__(self, pipe: Pipeline, weights: Path | None, steps: int, batch: int):
+        self.pipe, self.weights, self.batch_size = pipe, weights, batch
+        self.sampler = dataclasses.replace(pipe.config.sampler, steps=steps)
+        size = pipe.config.image_size
+        self.batch = draws([Generate(PROMPT, size, size)] * batch, list(range(batch)), self.sampler)
+        self.times: dict[str, list[float]] = {"generate": [], "sample_tokens": [], "vqgan_decode": []}
+        self.times["clip_encode_text"] = []
+
+    def warm_up(self) -> None:
+        self.pipe.images(self.batch)
+        self.tokens = self.pipe.tokens(self.batch)
+
+    def time_once(self) -> None:
+        pipe, batch = self.pipe, self.batch
+        text = pipe.clip.tokenizer([PROMPT] * self.batch_size)
+        for name, fn in (
+            ("generate", lambda: pipe.images(batch)),
+            ("sample_tokens", lambda: pipe.tokens(batch)),
+            ("vqgan_decode", lambda: pipe.decode(self.tokens)),
+            ("clip_encode_text", lambda: pipe.clip.model.encode_text(text)),  # uncached: the text tower
+        ):
+            with torch.inference_mode():
+                start = time.perf_counter()
+                fn()
+                self.times[name].append(time.perf_counter() - start)
+
+    def report(self) -> dict[str, object]:
+        def ms(xs: list[float]) -> dict[str, float]:
+            return {"median_ms": round(1000 * statistics.median(xs), 1), "min_ms": round(1000 * min(xs), 1)}
+
+        size = self.pipe.config.image_size
+        return {
+            "model": self.pipe.config.name,
+            "weights": str(self.weights) if self.weights else "random",
+            "image": f"{size}x{size}",
+            "batch": self.batch_size,
+            "steps": self.sampler.steps,
+            "guidance_scale": self.sampler.guidance_scale,
+            "typical_filtering": self.sampler.typical_filtering,
+            "params": {
+                "denoiser": params(self.pipe.denoiser),
+                "vqgan": params(self.pipe.vqgan),
+                "clip": params(self.pipe.clip),
+            },
+            **{name: ms(xs) for name, xs in self.times.items()},
+            "per_image_ms": round(1000 * statistics.median(self.times["generate"]) / self.batch_size, 1),
+        }
 
 
 if __name__ == "__main__":

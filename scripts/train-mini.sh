@@ -3,7 +3,7 @@
 #   scripts/train-mini.sh codes    RUNS  # the VQGAN (FSQ; from halfway on its decoder also learns to mend
 #                                        # stray tokens) and the CLIP side by side (CODES_MINUTES, 8.8)
 #   scripts/train-mini.sh denoiser RUNS  # the denoiser on those codes, alone on the GPU (DENOISER_MINUTES, 9.0)
-#   scripts/train-mini.sh more     RUNS  # optional: the denoiser further (MORE_MINUTES, 8.4)
+#   scripts/train-mini.sh more     RUNS  # optional: the denoiser further (MORE_MINUTES, 4.6)
 #   scripts/train-mini.sh pack     RUNS  # CPU: pack into weights/paella-mini, evaluate, pack with the results
 # RUNS is a folder (runs/mini); PYTHON the interpreter (python3); DEVICE (cuda) where to train.
 set -euo pipefail
@@ -37,7 +37,7 @@ denoiser)
     denoiser "${DENOISER_MINUTES:-9.0}" "$runs/denoiser"
     ;;
 more)
-    denoiser "${MORE_MINUTES:-8.4}" "$runs/denoiser2" --init "$runs/denoiser" --lr 5e-4
+    denoiser "${MORE_MINUTES:-4.6}" "$runs/denoiser2" --init "$runs/denoiser" --lr 5e-4
     ;;
 pack)
     den=$runs/denoiser

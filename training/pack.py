@@ -108,8 +108,8 @@ Captions leave words out at random ("a red circle", "a blue background").
   feature dimensions, each bounded and rounded to four levels, 4^5 = {config.vqgan.n_embed} codes, so no
   code goes unused for want of gradient (a Gumbel quantizer collapsed onto about 30 codes here). It is
   stored exactly in Paella v1's Gumbel layout (`training/fsq.py`: code logits by a 1x1 conv, argmax,
-  codebook lookup), so the published VQGAN and this one load through the same code. Its decoding side
-  then trains further with the encoder frozen, half of each batch with 4% of its tokens swapped and
+  codebook lookup), so the published VQGAN and this one load through the same code. From halfway
+  through its training, half of each batch has 4% of its tokens swapped for others of the batch and is
   still decoded to the clean picture, so a stray token the sampler leaves is mended, not drawn.
 - CLIP: InfoNCE with a learned temperature whose targets are every picture of the batch the caption
   is true of; half of each batch are hard negatives: copies changed in one attribute or, for half of
@@ -166,7 +166,8 @@ def spread(counts: dict[str, Any]) -> str:
 
 
 def results_table(r: dict[str, Any]) -> str:
-    """The evaluation's headline numbers as a Markdown table, next to paella-mini 2's targets."""
+    """The evaluation's headline numbers as a Markdown table, next to paella-mini 2's targets and whether
+    each is met."""
     gen, inp = r["generation"], r["inpainting"]
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     attrs = ("background", "color", "shape", "size", "position")
@@ -174,16 +175,21 @@ def results_table(r: dict[str, Any]) -> str:
     def each(split: dict[str, Any]) -> str:
         return " / ".join(pct(split[a]) for a in attrs) + f" (all right: {pct(split['all'])})"
 
-    rows = [
+    def every(split: dict[str, Any], floor: float) -> bool:
+        return all(split[a] >= floor for a in attrs)
+
+    rows: list[tuple[str, str, str, bool | None]] = [
         (
             f"single objects, seen triples (n={gen['seen']['n']}): {' / '.join(attrs)}",
             each(gen["seen"]),
             ">= 98% each",
+            every(gen["seen"], 0.98),
         ),
         (
             f"single objects, held-out triples (n={gen['held_out']['n']})",
             each(gen["held_out"]),
             ">= 95% each",
+            every(gen["held_out"], 0.95),
         ),
     ]
     if "two_objects" in r:
@@ -194,6 +200,7 @@ def results_table(r: dict[str, Any]) -> str:
                 f"{pct(two['both_right'])} (each object {pct(two['each_object_right'])}, "
                 f"exactly two {pct(two['exactly_two_objects'])})",
                 ">= 90%",
+                two["both_right"] >= 0.9,
             )
         )
     if "compositions" in r:
@@ -204,6 +211,7 @@ def results_table(r: dict[str, Any]) -> str:
                 f"({comp['regions']} halves)",
                 pct(comp["region_right"]),
                 ">= 90%",
+                comp["region_right"] >= 0.9,
             )
         )
     if "inpainting_scene_caption" in r:
@@ -214,6 +222,7 @@ def results_table(r: dict[str, Any]) -> str:
                 f"(n={scene['new_object']['n']})",
                 f"{pct(scene['new_object']['all'])} / {scene['unmasked_mae']}/255",
                 ">= 90% / < 3/255",
+                scene["new_object"]["all"] >= 0.9 and scene["unmasked_mae"] < 3,
             )
         )
     rows.append(
@@ -221,6 +230,7 @@ def results_table(r: dict[str, Any]) -> str:
             f"inpainting asked with the new object's caption (n={inp['new_object']['n']})",
             f"{pct(inp['new_object']['all'])} / {inp['unmasked_mae']}/255",
             "(reported)",
+            None,
         )
     )
     if "artefact_pixels" in gen:
@@ -230,6 +240,7 @@ def results_table(r: dict[str, Any]) -> str:
                 f"artefact pixels per single-object picture, median / 90th percentile / max (n={art['n']})",
                 spread(art),
                 "0 / <= 4",
+                art["median"] == 0 and art["p90"] <= 4,
             )
         )
     vq = r["vqgan_psnr"]
@@ -239,6 +250,7 @@ def results_table(r: dict[str, Any]) -> str:
             "VQGAN: codes used on fresh pictures / reconstruction PSNR",
             f"{used}{vq['fresh']} dB",
             ">= 50% / >= 34 dB",
+            vq.get("codes_used", 0.0) >= 0.5 and vq["fresh"] >= 34,
         )
     )
     if "recon_artefact_pixels" in vq:
@@ -249,20 +261,29 @@ def results_table(r: dict[str, Any]) -> str:
                 f"(n={art['n']})",
                 spread(art),
                 "(the spot, before sampling)",
+                None,
             )
         )
     out, var = r["outpainting"], r["variations"]
     rows += [
         ("outpainting: original kept (mean abs. error) / new area judged background",
-         f"{out['original_mae']}/255 / {pct(out['new_area_background'])}", "(reported)"),
+         f"{out['original_mae']}/255 / {pct(out['new_area_background'])}", "(reported)", None),
         (
             "variations: same background / colour as the source",
             f"{pct(var['same_as_source']['background'])} / {pct(var['same_as_source']['color'])}",
             f"> chance ({pct(var['chance']['background'])} / {pct(var['chance']['color'])})",
+            var["same_as_source"]["background"] > var["chance"]["background"]
+            and var["same_as_source"]["color"] > var["chance"]["color"],
         ),
     ]  # fmt: skip
-    lines = ["| check | result | target |", "|---|---|---|"]
-    lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
+    mark = {True: "yes", False: "**no**", None: ""}
+    lines = ["| check | result | target | met |", "|---|---|---|---|"]
+    lines += [f"| {name} | {value} | {target} | {mark[met]} |" for name, value, target, met in rows]
+    missed = [name.split(" (")[0].split(":")[0] for name, _, _, met in rows if met is False]
+    lines.append("")
+    lines.append(
+        "Every target is met on these prompts." if not missed else f"Below target: {'; '.join(missed)}."
+    )
     s = r["sampler"]
     typical = f"mass {s['typical_mass']}" if s["typical_filtering"] else "off"
     lines.append("")
