@@ -3,7 +3,7 @@
 #   scripts/train-mini.sh codes    RUNS  # the VQGAN (FSQ; from halfway on its decoder also learns to mend
 #                                        # stray tokens) and the CLIP side by side (CODES_MINUTES, 8.8)
 #   scripts/train-mini.sh denoiser RUNS  # the denoiser on those codes, alone on the GPU (DENOISER_MINUTES, 9.0)
-#   scripts/train-mini.sh more     RUNS  # optional: the denoiser further (MORE_MINUTES, 4.6)
+#   scripts/train-mini.sh more     RUNS  # the denoiser further (MORE_MINUTES, 4.6; the shipped weights had it)
 #   scripts/train-mini.sh pack     RUNS  # CPU: pack into weights/paella-mini, evaluate, pack with the results
 # RUNS is a folder (runs/mini); PYTHON the interpreter (python3); DEVICE (cuda) where to train.
 set -euo pipefail
