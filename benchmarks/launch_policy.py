@@ -2,9 +2,10 @@
 in-process queue, an open-loop arrival of n=1 requests, and an executor whose device takes the time a
 measured GPU run took for each batch bucket (the `fast` rows of a `pipeline_gpu.py` JSON, the batch padded
 to its bucket), with a host launch cost. Compares two batches in flight (the next launched as soon as it
-is due, behind the one just launched) with one, and the fast path's batch buckets with others (`--buckets`,
-or `--no-padding` for a device with every size a bucket). A model of the device, not the device: it shows
-what the policy and the padding do to batch sizes and latency.
+is due, behind the one just launched; or timed, just before the one in flight ends: `service.gpu.pace`)
+with one, and the fast path's batch buckets with others (`--buckets`, or `--no-padding` for a device with
+every size a bucket). A model of the device, not the device: it shows what the policy and the padding do
+to batch sizes and latency.
 
     PYTHONPATH=. .venv/bin/python benchmarks/launch_policy.py \
         --curve benchmarks/results/pipeline_gpu_NVIDIA_H100_80GB_HBM3.json --rate 95 --seconds 20
@@ -65,7 +66,8 @@ class SimulatedDevice:
     def __call__(self, slices: list[Slice]) -> list[Made]:
         return self.collect(slices, self.launch(slices))
 
-    def launch(self, slices: list[Slice]) -> float:
+    def launch(self, slices: list[Slice]) -> tuple[float, float]:
+        """(when the batch leaves the device, its device seconds)."""
         images = sum(s.n for s in slices)
         time.sleep(self.launch_s + self.per_image_s * images)
         size = bucket(images, self.buckets) or max(self.buckets)
@@ -74,14 +76,18 @@ class SimulatedDevice:
             start = max(time.perf_counter(), self.free_at)
             self.free_at = start + self.seconds[size]
             self.busy_s += self.seconds[size]
-            return self.free_at
+            return self.free_at, self.seconds[size]
 
-    def collect(self, slices: list[Slice], done_at: float) -> list[Made]:
-        time.sleep(max(0.0, done_at - time.perf_counter()))
+    def collect(self, slices: list[Slice], launched: tuple[float, float]) -> list[Made]:
+        time.sleep(max(0.0, launched[0] - time.perf_counter()))
         return [Made([b"png"] * s.n, [[] for _ in range(s.n)]) for s in slices]
+
+    def elapsed(self, launched: tuple[float, float]) -> float:
+        return launched[1]
 
 
 async def drive(policy: str, seconds: dict[int, float], args: argparse.Namespace) -> dict[str, Any]:
+    from service.gpu.pace import Pace
     from service.gpu.worker import Worker
 
     broker = InProcessBroker(Admission(1e9, 1e9))
@@ -94,6 +100,7 @@ async def drive(policy: str, seconds: dict[int, float], args: argparse.Namespace
         max_batch_size=args.max_batch,
         max_wait_ms=2.0,
         in_flight=1 if policy == "one in flight" else 2,
+        pace=Pace() if policy == "two in flight, timed" else None,
     )
     task = asyncio.create_task(worker.run())
     await worker.ready.wait()
@@ -153,7 +160,7 @@ def main() -> None:
     buckets = tuple(range(1, max(BUCKETS) + 1)) if args.no_padding else tuple(args.buckets or BUCKETS)
     seconds = bucket_seconds(curve, buckets)
     rows = []
-    for policy in ("two in flight", "one in flight"):
+    for policy in ("two in flight", "two in flight, timed", "one in flight"):
         row = asyncio.run(drive(policy, seconds, args))
         print(json.dumps(row), flush=True)
         rows.append(row)

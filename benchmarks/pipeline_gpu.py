@@ -506,7 +506,7 @@ def phase(url: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         "batch_compute_ms": mean_ms("paella_batch_compute_seconds"),
         "stage_ms": {
             stage: mean_ms("paella_batch_stage_seconds", f'{{stage="{stage}"}}')
-            for stage in ("rows", "prepare", "device", "readback")
+            for stage in ("rows", "prepare", "device", "readback", "gpu")
         },
         "queue_wait_ms": mean_ms("paella_queue_wait_seconds"),
         "gc_pauses": {

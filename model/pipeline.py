@@ -55,6 +55,14 @@ class Launched:
     previews: list[int]  # previews per draw, in draw order
     prepare_s: float  # host seconds spent building and launching it
     rows_s: float  # of which building its rows (prompts and pictures encoded, per-row inputs)
+    started: torch.cuda.Event | None = None  # recorded on the device before its first work (CUDA)
+
+    def device_seconds(self) -> float | None:
+        """Seconds the device spent on this batch, from its first work to its pictures' copy (CUDA, once
+        `done` has passed); it includes gaps where the device waited for the host to launch more."""
+        if self.started is None or self.done is None:
+            return None
+        return self.started.elapsed_time(self.done) / 1000
 
 
 class Pipeline:
@@ -216,7 +224,8 @@ class Pipeline:
         `timings`, when given, receives the wall seconds of the stages: `prepare` (the host building the
         rows and launching the work), `rows` (the part of `prepare` that builds the rows: prompts and
         pictures encoded, per-row inputs), `device` (waiting for the device to finish it), `readback`
-        (wrapping the pictures). No synchronisation is added to measure them."""
+        (wrapping the pictures), and on CUDA `gpu` (the device's own seconds on the batch, by events). No
+        synchronisation is added to measure them."""
         return self.collect(self.launch(draws, previews), timings)
 
     @torch.inference_mode()
@@ -225,6 +234,10 @@ class Pipeline:
         and return without waiting for it: the host can prepare the next batch while this one runs. Work
         launched later queues behind it; `collect` waits for this batch's copy alone."""
         began = time.perf_counter()
+        started = None
+        if self.device.type == "cuda":
+            started = torch.cuda.Event(enable_timing=True)
+            started.record()
         steps = tuple(sorted({s for wanted in previews for s in wanted}))
         prepared = dataclasses.replace(self.rows(draws), snapshots=steps)
         built = time.perf_counter()
@@ -238,10 +251,10 @@ class Pipeline:
         done = None
         if pixels.is_cuda:  # into pinned host memory, behind the batch's work on the stream
             pixels = pixels.to("cpu", non_blocking=True)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(enable_timing=True)
             done.record()
         counts = [len(wanted) for wanted in previews]
-        return Launched(pixels, done, counts, time.perf_counter() - began, built - began)
+        return Launched(pixels, done, counts, time.perf_counter() - began, built - began, started)
 
     def collect(
         self, launched: Launched, timings: dict[str, float] | None = None
@@ -258,6 +271,9 @@ class Pipeline:
         previews = [[next(decoded) for _ in range(n)] for n in launched.previews]
         if timings is not None:
             timings |= {"rows": launched.rows_s, "prepare": launched.prepare_s, "device": arrived - waited}
+            gpu = launched.device_seconds()
+            if gpu is not None:
+                timings["gpu"] = gpu
             timings["readback"] = time.perf_counter() - arrived
         return pictures, previews
 

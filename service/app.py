@@ -74,6 +74,7 @@ def make_image_store(settings: Settings) -> ImageStore:
 def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker:
     """A worker running `pipeline` on `queue`, warming up each batch-size bucket first."""
     from service.gpu.executor import Executor, encode
+    from service.gpu.pace import Pace
     from service.gpu.worker import Worker
 
     size = pipeline.config.image_size
@@ -101,6 +102,7 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
         hang_timeout_s=settings.hang_timeout_s,
         warmup=warmup,
         in_flight=settings.batches_in_flight or (2 if pipeline.device.type == "cuda" else 1),
+        pace=Pace() if settings.launch_policy == "timed" else None,
     )
 
 

@@ -47,7 +47,7 @@ BATCH_STAGE = Histogram(
     "paella_batch_stage_seconds",
     "One batch's time by stage: prepare (host builds and launches the work), rows (the part of prepare "
     "that builds the rows: prompts and pictures encoded), device (waiting for the GPU), "
-    "readback (pictures copied out)",
+    "readback (pictures copied out), gpu (the GPU's own time on the batch, by CUDA events)",
     ["stage"],
     buckets=SECONDS,
 )

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         "behind the device's work, 1 answers each batch before the next is formed; unset: 2 on CUDA, 1 on "
         "a CPU (where launching a batch computes it)",
     )
+    launch_policy: Literal["due", "timed"] = Field(
+        default="due",
+        description="with two batches in flight, when the second is launched: due = as soon as it is due "
+        "(full, or its oldest request waited max_wait_ms); timed = just before the batch in flight is "
+        "predicted to end (device times learned from earlier batches), so that it takes in what arrives "
+        "meanwhile and no request waits behind two batches",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="once warm, exempt the start-up's objects (model, libraries, app) from garbage "

@@ -34,6 +34,10 @@ class Executor:
         previews = [preview_steps(s.job.sampler.steps, s.job.previews) for s in slices for _ in range(s.n)]
         return self.pipeline.launch(draws, previews)
 
+    def elapsed(self, launched: Launched) -> float | None:
+        """The device seconds of a collected batch (CUDA events; None on a CPU): `service.gpu.pace`."""
+        return launched.device_seconds()
+
     def collect(self, slices: Sequence[Slice], launched: Launched) -> list[Made]:
         """A launched batch's pictures per slice, once the device has made them."""
         timings: dict[str, float] = {}

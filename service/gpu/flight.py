@@ -15,6 +15,9 @@ class Flight:
     batch: list[Slice]
     launched: Any  # the executor's handle (None for executors that do not overlap)
     start: float  # the worker clock when it was launched
+    images: int = 0
+    ends_at: float | None = None  # paced workers: monotonic time its device work should end
+    behind: bool = False  # launched while another batch still occupied the device
 
 
 def check_results(batch: list[Slice], results: list[Made]) -> None:

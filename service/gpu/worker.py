@@ -14,14 +14,16 @@ from model.config import ModelConfig
 from service import metrics
 from service.errors import DeadlineExceeded, ServiceError, generation_failed
 from service.gpu.batcher import Batcher
+from service.gpu.delivery import deliver
+from service.gpu.encoding import EncodingPool
 from service.gpu.flight import Flight, check_results, unique_jobs
+from service.gpu.pace import Pace, Timed
 from service.queue.admission import cost
 from service.queue.broker import WorkQueue
 from service.queue.jobs import Encoding, Executor, Made, Overlapping, Slice
 
 log = logging.getLogger(__name__)
 
-STORE_ATTEMPTS = 6  # tries to store a slice, 50 ms apart then doubling
 QUIET_S = 10.0  # the loop logs a failure again only this long after the last one
 
 
@@ -37,7 +39,10 @@ class Worker:
     An `Overlapping` executor keeps two batches in flight: once a batch is launched (its work queued on the
     device), the next due batch is prepared and launched behind it before the first is collected, so the
     host's preparation hides behind the device's work. A batch holding a suspect job (see the queue) is
-    never in flight beside another: a job that crashes the process takes no other batch along.
+    never in flight beside another: a job that crashes the process takes no other batch along. With a
+    `pace` (and an executor that is also `Timed`), the next batch is launched not as soon as it is due but
+    just before the batch in flight is predicted to end (`service.gpu.pace`), unless it is full: it takes in
+    what arrives meanwhile, and nothing waits behind two batches.
 
     With `encode`, a batch's pictures and previews are encoded in a pool of threads while the GPU thread
     runs the next batch (at most `max_encoding` batches behind it); each slice's previews are published,
@@ -61,6 +66,7 @@ class Worker:
         poll_s: longest the loop waits for work before checking `stop()` again.
         in_flight: batches an `Overlapping` executor may have in flight; 1 where launching a batch computes
             it (a CPU), so that no batch's answers wait for the next batch's computation.
+        pace: times the launch of the second batch in flight (`service.gpu.pace`); None launches it when due.
         clock: seconds comparable with `Job.created` and `Job.deadline`; default the queue's clock.
     """
 
@@ -80,6 +86,7 @@ class Worker:
         warmup: Callable[[], None] | None = None,
         poll_s: float = 0.25,
         in_flight: int = 2,
+        pace: Pace | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.queue = queue
@@ -98,8 +105,11 @@ class Worker:
         self.failed = False
         self._stopping = False
         self._next_beat = 0.0
-        self._encoding: set[asyncio.Task[None]] = set()
+        self._pool: EncodingPool | None = None
         self.max_in_flight = max(1, in_flight) if isinstance(execute, Overlapping) else 1
+        if pace is not None and not isinstance(execute, Timed):
+            raise ValueError("a paced worker needs an executor that reports its device time (Timed)")
+        self.pace = pace if self.max_in_flight > 1 else None
         self._in_flight: deque[Flight] = deque()
         self._alone: set[str] = set()  # suspect jobs: their batches run with nothing else in flight
         self._last_end = 0.0
@@ -116,7 +126,8 @@ class Worker:
     async def run(self) -> None:
         gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paella-gpu")
         self._gpu_thread = gpu
-        self._encoders = ThreadPoolExecutor(max_workers=self.encoders, thread_name_prefix="paella-encode")
+        if self.encode is not None:
+            self._pool = EncodingPool(self.encode, threads=self.encoders, max_batches=self.max_encoding)
         try:
             if self.warmup is not None:
                 try:
@@ -144,12 +155,14 @@ class Worker:
                 metrics.WORKER_UP.dec()
                 while self._in_flight and not self.hung:
                     await self._finish(self._in_flight.popleft())
-                await asyncio.gather(*self._encoding)
+                if self._pool is not None:
+                    await self._pool.drain()
                 leftover = self.batcher.drain()
                 if leftover:
                     await self.queue.release(leftover)
         finally:
-            self._encoders.shutdown(wait=True)
+            if self._pool is not None:
+                self._pool.shutdown()
             gpu.shutdown(wait=not self.hung)  # a hung GPU thread is left behind; the process should restart
 
     async def _step(self) -> None:
@@ -161,6 +174,10 @@ class Worker:
         for job in self.batcher.expire(now):
             self._alone.discard(job.id)
             await self.queue.fail(job, DeadlineExceeded())
+        hold = self._hold()
+        if hold is not None:  # a timed launch: take in arrivals until just before the device is free
+            await self._receive(hold)
+            return
         batch = self.batcher.next_batch(now)
         if batch:
             wanted = await self.queue.wanted(batch)  # nobody waits for the rest: never computed
@@ -198,6 +215,15 @@ class Worker:
         wakeup = self.batcher.next_wakeup(now)
         return wakeup is not None and wakeup <= now
 
+    def _hold(self) -> float | None:
+        """Seconds to go on forming the next batch before launching it behind the one in flight (paced
+        workers); None: launch it when due."""
+        pending = self.batcher.pending_images
+        if self.pace is None or not self._in_flight or pending >= self.batcher.max_batch_size:
+            return None  # not paced, nothing to launch behind, or full: waiting adds nothing
+        wait = None if self._alone_in_flight() else self.pace.hold(self._in_flight[-1].ends_at, pending)
+        return None if wait is None else min(wait, self.poll_s)
+
     def _alone_in_flight(self) -> bool:
         return any(p.job.id in self._alone for f in self._in_flight for p in f.batch)
 
@@ -208,6 +234,7 @@ class Worker:
         for part in batch:
             metrics.QUEUE_WAIT.observe(max(0.0, start - part.job.created))
         launched: Any = None
+        began = time.monotonic()
         if isinstance(self.execute, Overlapping):
             try:
                 launched = await self._gpu(self.execute.launch, batch)
@@ -220,7 +247,11 @@ class Worker:
             except Exception:
                 await self._failed(batch)
                 return
-        self._in_flight.append(Flight(batch, launched, start))
+        images, ends_at, behind = sum(p.n for p in batch), None, False
+        if self.pace is not None:
+            ahead = self._in_flight[-1].ends_at if self._in_flight else None
+            ends_at, behind = self.pace.schedule(began, images, ahead, busy=bool(self._in_flight))
+        self._in_flight.append(Flight(batch, launched, start, images, ends_at, behind))
 
     async def _finish(self, flight: Flight) -> None:
         """Wait for a launched batch's pictures (computing them, for executors that do not overlap), then
@@ -230,6 +261,9 @@ class Worker:
         try:
             if isinstance(self.execute, Overlapping):
                 results = await self._gpu(self.execute.collect, batch, flight.launched)
+                if self.pace is not None and isinstance(self.execute, Timed):
+                    seconds = self.execute.elapsed(flight.launched)
+                    self.pace.observe_device(flight.images, seconds, clean=flight.behind)
             else:
                 results = await self._gpu(self.execute, batch)
             check_results(batch, results)
@@ -312,66 +346,33 @@ class Worker:
         return future.result()
 
     async def _deliver(self, batch: list[Slice], results: list[Made]) -> None:
-        if self.encode is None:
+        if self._pool is None:
             await self._store(batch, results)
-            return
-        while len(self._encoding) >= self.max_encoding:
-            await asyncio.wait(self._encoding, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(self._encode_and_store(batch, results))
-        self._encoding.add(task)
-        task.add_done_callback(self._encoding.discard)
+        else:
+            await self._pool.submit(self._encode_and_store(self._pool, batch, results))
 
-    async def _encode_and_store(self, batch: list[Slice], results: list[Made]) -> None:
+    async def _encode_and_store(self, pool: EncodingPool, batch: list[Slice], results: list[Made]) -> None:
         """Encode a batch's pictures and previews in the pool, all at once, and store each slice as soon as
         its own are done (a slice never waits for the encoding of another)."""
-        loop = asyncio.get_running_loop()
-
-        async def encoded(pictures: list[Any], encoding: Encoding) -> list[bytes]:
-            assert self.encode is not None
-            jobs = (loop.run_in_executor(self._encoders, self.encode, p, encoding) for p in pictures)
-            return list(await asyncio.gather(*jobs))
 
         async def one(part: Slice, made: Made) -> None:
             try:
-                pictures, previews = await asyncio.gather(
-                    encoded(made.pictures, part.job.encoding),
-                    asyncio.gather(*(encoded(p, part.job.encoding) for p in made.previews)),
-                )
+                encoded = await pool.made(made, part.job.encoding)
             except Exception:
                 log.exception("encoding %d images of job %s failed", part.n, part.job.id)
                 await self._fail([part], generation_failed())
                 return
-            await self._store([part], [Made(pictures, list(previews))])
+            await self._store([part], [encoded])
 
         await asyncio.gather(*(one(part, made) for part, made in zip(batch, results, strict=True)))
 
     async def _store(self, batch: list[Slice], results: list[Made]) -> None:
         for part, made in zip(batch, results, strict=True):
-            if any(made.previews):
-                try:
-                    await self.queue.preview(part, made.previews)
-                except Exception:  # previews are a courtesy: the images still go
-                    log.warning("the previews of job %s were not sent", part.job.id, exc_info=True)
-            if await self._stored(part, made.pictures):
+            if await deliver(self.queue, part, made):
                 metrics.IMAGES_GENERATED.inc(len(made.pictures))
-
-    async def _stored(self, part: Slice, pictures: list[bytes]) -> bool:
-        """Store a slice, retrying while the queue fails (about 3 s in all); then give its job up, so that
-        another worker (or its deadline) answers it, rather than hold it with nothing to store it in."""
-        delay = 0.05
-        for attempt in range(STORE_ATTEMPTS):
-            try:
-                await self.queue.complete(part, pictures)
-                return True
-            except Exception:
-                if attempt + 1 == STORE_ATTEMPTS:
-                    log.exception("could not store the images of job %s; giving it up", part.job.id)
-                    break
-                await asyncio.sleep(delay)
-                delay *= 2
-        self.batcher.discard(part.job.id)
-        await self.queue.abandon([part.job])
-        return False
+            else:
+                self.batcher.discard(part.job.id)
+                await self.queue.abandon([part.job])
 
     async def _fail(self, batch: list[Slice], error: ServiceError) -> None:
         for job in unique_jobs(batch):
