@@ -67,20 +67,25 @@ class SimulatedDevice:
         return self.collect(slices, self.launch(slices))
 
     def launch(self, slices: list[Slice]) -> tuple[float, float]:
-        """(when the batch leaves the device, its device seconds)."""
+        """(when the batch leaves the device, the device seconds its CUDA events would show: from the
+        launch's first work, which an idle device runs at once, to its end, host gaps included)."""
         images = sum(s.n for s in slices)
+        began = time.perf_counter()
         time.sleep(self.launch_s + self.per_image_s * images)
         size = bucket(images, self.buckets) or max(self.buckets)
         with self.lock:
             self.sizes.append(images)
-            start = max(time.perf_counter(), self.free_at)
-            self.free_at = start + self.seconds[size]
+            first = max(began, self.free_at)
+            self.free_at = max(time.perf_counter(), self.free_at) + self.seconds[size]
             self.busy_s += self.seconds[size]
-            return self.free_at, self.seconds[size]
+            return self.free_at, self.free_at - first
 
     def collect(self, slices: list[Slice], launched: tuple[float, float]) -> list[Made]:
         time.sleep(max(0.0, launched[0] - time.perf_counter()))
         return [Made([b"png"] * s.n, [[] for _ in range(s.n)]) for s in slices]
+
+    def running(self, launched: tuple[float, float]) -> bool:
+        return time.perf_counter() < launched[0]
 
     def elapsed(self, launched: tuple[float, float]) -> float:
         return launched[1]

@@ -27,6 +27,7 @@ from model.denoiser import Denoiser
 from model.folder import read_extra
 from model.graphs import BUCKETS, BucketGraphs, compile_batched
 from model.kernels import available, pick_codes_fused
+from model.launched import Launched
 from model.ops import (
     Composition,
     Draw,
@@ -43,26 +44,6 @@ from model.sampler import Picker, Rows, Sampled, pick_codes, sample
 from model.transfer import to_device
 from model.vqgan import VQGAN
 from model.weights import load_module, read_folder
-
-
-@dataclasses.dataclass
-class Launched:
-    """A batch whose work is queued on the device (`Pipeline.launch`): its pictures, then its previews, as
-    (N, H, W, 3) uint8 in host memory once `done` has passed (None: already there)."""
-
-    pixels: Tensor
-    done: torch.cuda.Event | None
-    previews: list[int]  # previews per draw, in draw order
-    prepare_s: float  # host seconds spent building and launching it
-    rows_s: float  # of which building its rows (prompts and pictures encoded, per-row inputs)
-    started: torch.cuda.Event | None = None  # recorded on the device before its first work (CUDA)
-
-    def device_seconds(self) -> float | None:
-        """Seconds the device spent on this batch, from its first work to its pictures' copy (CUDA, once
-        `done` has passed); it includes gaps where the device waited for the host to launch more."""
-        if self.started is None or self.done is None:
-            return None
-        return self.started.elapsed_time(self.done) / 1000
 
 
 class Pipeline:
@@ -289,7 +270,10 @@ class Pipeline:
         if width % f or height % f:
             raise ValueError(f"picture sides must be multiples of {f}, got {width}x{height}")
         x = self.pixels(pictures).to(self._dtype(self.vqgan))
-        return self._vqgan(self._encode, x)
+        native = (height, width) == (self.config.image_size, self.config.image_size)
+        # another size runs eagerly: a graph captured for it mid-traffic would stall the device
+        # (a capture synchronises and collects), and outpaintings bring pictures of every size
+        return self._vqgan(self._encode if native else self.vqgan.encode, x)
 
     def pixels(self, pictures: Sequence[Picture]) -> Tensor:
         """Pictures of one size as one float batch [B, 3, H, W] in [0, 1] on the device."""
@@ -364,18 +348,28 @@ class Pipeline:
 
     @torch.inference_mode()
     def warmup(self, largest: int, *, width: int, height: int) -> dict[int, float]:
-        """Run one generation per batch size up to `largest`, and encode as many pictures (capturing the
-        graphs on the fast path), so kernels, graphs and allocator caches are ready before traffic; the
-        wall seconds of each size (the first holds the compilations)."""
+        """Run one generation per batch size up to `largest`, and encode as many pictures and distinct
+        prompts (capturing the graphs on the fast path), so kernels, graphs and allocator caches are ready
+        before traffic; the wall seconds of each size (the first holds the compilations). A graph left to
+        its first use would be captured mid-traffic, and a capture synchronises the device and runs the
+        garbage collector: a stall of everything in flight. The text tower is also warmed for up to twice
+        `largest` distinct prompts (negative prompts), in the largest size's seconds."""
         seconds = {}
         for n in self.batch_sizes(largest):
             began = time.perf_counter()
             self.images([Draw(Generate("", width, height), i, self.config.sampler) for i in range(n)])
-            if self.buckets is not None:  # the towers that edits and variations use
+            if self.buckets is not None:  # the towers that prompts, edits and variations use
                 blank = torch.zeros((n, 3, height, width), device=self.device)
                 self._vqgan(self._encode, blank.to(self._dtype(self.vqgan)))
                 self.clip.encode_image(blank)
+                self.clip.encode_text([f"{n} {i}" for i in range(n)])
             seconds[n] = time.perf_counter() - began
+        if self.buckets is not None:
+            began = time.perf_counter()
+            for n in (b for b in self.buckets if largest < b <= 2 * largest):
+                self.clip.encode_text([f"{n} {i}" for i in range(n)])
+            seconds[largest] += time.perf_counter() - began
+            self.clip.clear_cache()
         return seconds
 
 

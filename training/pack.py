@@ -138,8 +138,9 @@ Captions leave words out at random ("a red circle", "a blue background").
 
 The shipped weights came from the commands below on one GPU; `scripts/train-mini.sh` runs them
 (`python -m training` and `paella-train` take the same arguments). Each GPU stage is one call of
-under ten minutes; they train for 8.8, 9.0 and 4.6 minutes, and on one H100 the three calls took 554,
-554 and 288 s, 28.5 minutes of device time with the machine's start:
+under ten minutes; they train for 8.8, 9.0 and 4.6 minutes, and on one H100 the three calls ran 554,
+554 and 288 s: the session's 30 minutes of device time held them, the machine's start and two refused
+tries for a machine (28.5 minutes in all):
 
 ```bash
 scripts/train-mini.sh codes runs/mini     # VQGAN (FSQ, token noise from halfway) + CLIP side by side

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from model.pipeline import Launched, Pipeline
+from model.launched import Launched
+from model.pipeline import Pipeline
 from model.sampler import preview_steps
 from service import metrics
 from service.gpu.png import encode_png
@@ -33,6 +34,10 @@ class Executor:
         draws = [d for s in slices for d in s.draws()]
         previews = [preview_steps(s.job.sampler.steps, s.job.previews) for s in slices for _ in range(s.n)]
         return self.pipeline.launch(draws, previews)
+
+    def running(self, launched: Launched) -> bool:
+        """Whether the device is still on a launched batch (CUDA; never on a CPU)."""
+        return launched.running()
 
     def elapsed(self, launched: Launched) -> float | None:
         """The device seconds of a collected batch (CUDA events; None on a CPU): `service.gpu.pace`."""

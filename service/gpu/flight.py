@@ -17,7 +17,8 @@ class Flight:
     start: float  # the worker clock when it was launched
     images: int = 0
     ends_at: float | None = None  # paced workers: monotonic time its device work should end
-    behind: bool = False  # launched while another batch still occupied the device
+    behind: bool = False  # the batch ahead still ran when its launch returned: its device time is exact
+    launch_s: float = 0.0  # the host's seconds to launch it
 
 
 def check_results(batch: list[Slice], results: list[Made]) -> None:

@@ -12,16 +12,24 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol, runtime_checkable
 
+from service.gpu.flight import Flight
+
 SMOOTHING = 0.2  # weight of a new measurement in the running means
 MARGIN_S = 0.002  # launched this much earlier than the host's launch time alone asks
 
 
 @runtime_checkable
 class Timed(Protocol):
-    """An executor that tells how long a collected batch kept the device busy."""
+    """An executor that tells whether a launched batch still occupies the device, and how long a collected
+    one did."""
+
+    def running(self, launched: Any) -> bool:
+        """Whether the device has work of this batch still to do (False where unknown)."""
+        ...
 
     def elapsed(self, launched: Any) -> float | None:
-        """Seconds of device work of a collected batch (not its wait behind another); None if unknown."""
+        """Seconds from the batch's first work on the device to its last (None where unknown); on a device
+        that was idle while the host launched it, the host's gaps are included."""
         ...
 
 
@@ -32,15 +40,12 @@ class Curve:
         self.smoothing = smoothing
         self._seconds: dict[int, float] = {}
 
-    def observe(self, images: int, seconds: float, *, clean: bool = True) -> None:
-        """A batch's seconds; one that is not `clean` only seeds a size not measured yet."""
+    def observe(self, images: int, seconds: float) -> None:
+        """A batch's seconds."""
         if images < 1 or seconds < 0:
             return
         known = self._seconds.get(images)
-        if known is None:
-            self._seconds[images] = seconds
-        elif clean:
-            self._seconds[images] = known + self.smoothing * (seconds - known)
+        self._seconds[images] = seconds if known is None else known + self.smoothing * (seconds - known)
 
     def __call__(self, images: int) -> float | None:
         """Predicted seconds for a batch of `images`: measured, else interpolated between the nearest
@@ -83,20 +88,20 @@ class Pace:
         self.device = Curve(smoothing)
         self.launch = Curve(smoothing)
 
-    def schedule(
-        self, began: float, images: int, ahead: float | None, busy: bool
-    ) -> tuple[float | None, bool]:
-        """A batch of `images` whose launch began at monotonic `began` and has just returned, launched while
-        another batch was in flight (`busy`) predicted to end at `ahead`: when it should leave the device
-        (None: unpredictable), and whether it went onto busy work (then its device time is clean)."""
+    def schedule(self, began: float, images: int, ahead: float | None, *, busy_after: bool) -> float | None:
+        """A batch of `images` whose launch began at monotonic `began` and has just returned: when it should
+        leave the device (None: unpredictable). `busy_after`: the batch ahead (predicted to end at `ahead`)
+        still runs, so this one starts when that one ends; else it starts now. A measured fact, not the
+        prediction: a prediction checked against itself drifts (a late prediction, a late launch onto an
+        idle device, a device time swollen by the host's gaps, a later prediction still)."""
         now = time.monotonic()
-        behind = busy and (ahead is None or began < ahead)
-        if not behind:
-            self.observe_launch(images, now - began)
+        self.observe_launch(images, now - began)
         seconds = self.device_seconds(images)
-        if seconds is None or (busy and ahead is None):
-            return None, behind
-        return max(now, ahead or now) + seconds, behind
+        if seconds is None:
+            return None
+        if not busy_after:
+            return now + seconds
+        return None if ahead is None else max(now, ahead) + seconds
 
     def hold(self, ends_at: float | None, pending: int) -> float | None:
         """Seconds until a batch of `pending` images should launch behind work ending at monotonic `ends_at`;
@@ -106,15 +111,15 @@ class Pace:
         wait = ends_at - self.lead(pending) - time.monotonic()
         return wait if wait > 0 else None
 
-    def observe_device(self, images: int, seconds: float | None, *, clean: bool = True) -> None:
-        """A finished batch's device seconds (None: unknown). `clean` False: it was launched on an idle
-        device, so its time may include the host's gaps while launching it; it only seeds a new size."""
+    def observe_device(self, images: int, seconds: float | None) -> None:
+        """A finished batch's device seconds (None: unknown)."""
         if seconds is not None:
-            self.device.observe(images, seconds, clean=clean)
+            self.device.observe(images, seconds)
 
     def observe_launch(self, images: int, seconds: float) -> None:
-        """The host's seconds to launch a batch onto an idle device (a launch behind busy work may wait
-        for it, which would feed back into ever earlier launches)."""
+        """The host's seconds to launch a batch. A launch that waited for busy work counts its wait too:
+        too long a lead only launches earlier, towards launching when due; too short a one idles the
+        device."""
         self.launch.observe(images, seconds)
 
     def lead(self, images: int) -> float:
@@ -124,3 +129,35 @@ class Pace:
     def device_seconds(self, images: int) -> float | None:
         """Predicted device seconds of a batch of `images`; None before any batch was measured."""
         return self.device(images)
+
+
+class Pacer:
+    """A worker's timed launches: its `Pace`, and its executor's view of the device on its batches."""
+
+    def __init__(self, pace: Pace, timer: Timed) -> None:
+        self.pace = pace
+        self.timer = timer
+
+    def running(self, flight: Flight | None) -> bool:
+        """Whether `flight` (the last batch launched) still occupies the device."""
+        return flight is not None and self.timer.running(flight.launched)
+
+    def hold(self, ahead: Flight, pending: int) -> float | None:
+        """Seconds to go on forming a batch of `pending` images before launching it behind `ahead`."""
+        return self.pace.hold(ahead.ends_at, pending)
+
+    def launched(self, began: float, images: int, ahead: Flight | None) -> tuple[float | None, bool]:
+        """A batch just launched behind `ahead` (or none): when it should end, and whether all of it was
+        queued while `ahead` still ran (its device time is then exact)."""
+        behind = self.running(ahead)
+        ends_at = ahead.ends_at if ahead is not None else None
+        return self.pace.schedule(began, images, ends_at, busy_after=behind), behind
+
+    def collected(self, flight: Flight) -> None:
+        """A collected batch's device time into the pace. Launched onto an idle device, its measured time
+        may hold the host's gaps while launching it: less its launch time, it is a lower bound, which errs
+        towards launching early, behind busy work, where the next measurement is exact."""
+        seconds = self.timer.elapsed(flight.launched)
+        if seconds is not None and not flight.behind:
+            seconds = max(0.0, seconds - flight.launch_s)
+        self.pace.observe_device(flight.images, seconds)

@@ -17,7 +17,7 @@ from service.gpu.batcher import Batcher
 from service.gpu.delivery import deliver
 from service.gpu.encoding import EncodingPool
 from service.gpu.flight import Flight, check_results, unique_jobs
-from service.gpu.pace import Pace, Timed
+from service.gpu.pace import Pace, Pacer, Timed
 from service.queue.admission import cost
 from service.queue.broker import WorkQueue
 from service.queue.jobs import Encoding, Executor, Made, Overlapping, Slice
@@ -40,9 +40,8 @@ class Worker:
     device), the next due batch is prepared and launched behind it before the first is collected, so the
     host's preparation hides behind the device's work. A batch holding a suspect job (see the queue) is
     never in flight beside another: a job that crashes the process takes no other batch along. With a
-    `pace` (and an executor that is also `Timed`), the next batch is launched not as soon as it is due but
-    just before the batch in flight is predicted to end (`service.gpu.pace`), unless it is full: it takes in
-    what arrives meanwhile, and nothing waits behind two batches.
+    `pace` (and a `Timed` executor) the next batch, unless full, waits until just before the batch in flight
+    should end (`service.gpu.pace`).
 
     With `encode`, a batch's pictures and previews are encoded in a pool of threads while the GPU thread
     runs the next batch (at most `max_encoding` batches behind it); each slice's previews are published,
@@ -109,7 +108,7 @@ class Worker:
         self.max_in_flight = max(1, in_flight) if isinstance(execute, Overlapping) else 1
         if pace is not None and not isinstance(execute, Timed):
             raise ValueError("a paced worker needs an executor that reports its device time (Timed)")
-        self.pace = pace if self.max_in_flight > 1 else None
+        self._pacer = Pacer(pace, execute) if pace is not None and self.max_in_flight > 1 else None
         self._in_flight: deque[Flight] = deque()
         self._alone: set[str] = set()  # suspect jobs: their batches run with nothing else in flight
         self._last_end = 0.0
@@ -216,12 +215,11 @@ class Worker:
         return wakeup is not None and wakeup <= now
 
     def _hold(self) -> float | None:
-        """Seconds to go on forming the next batch before launching it behind the one in flight (paced
-        workers); None: launch it when due."""
+        """Seconds to go on forming the next batch before launching it (paced workers); None: when due."""
         pending = self.batcher.pending_images
-        if self.pace is None or not self._in_flight or pending >= self.batcher.max_batch_size:
+        if self._pacer is None or not self._in_flight or pending >= self.batcher.max_batch_size:
             return None  # not paced, nothing to launch behind, or full: waiting adds nothing
-        wait = None if self._alone_in_flight() else self.pace.hold(self._in_flight[-1].ends_at, pending)
+        wait = None if self._alone_in_flight() else self._pacer.hold(self._in_flight[-1], pending)
         return None if wait is None else min(wait, self.poll_s)
 
     def _alone_in_flight(self) -> bool:
@@ -234,6 +232,7 @@ class Worker:
         for part in batch:
             metrics.QUEUE_WAIT.observe(max(0.0, start - part.job.created))
         launched: Any = None
+        ahead = self._in_flight[-1] if self._in_flight else None
         began = time.monotonic()
         if isinstance(self.execute, Overlapping):
             try:
@@ -248,10 +247,10 @@ class Worker:
                 await self._failed(batch)
                 return
         images, ends_at, behind = sum(p.n for p in batch), None, False
-        if self.pace is not None:
-            ahead = self._in_flight[-1].ends_at if self._in_flight else None
-            ends_at, behind = self.pace.schedule(began, images, ahead, busy=bool(self._in_flight))
-        self._in_flight.append(Flight(batch, launched, start, images, ends_at, behind))
+        if self._pacer is not None:
+            ends_at, behind = self._pacer.launched(began, images, ahead)
+        launch_s = time.monotonic() - began
+        self._in_flight.append(Flight(batch, launched, start, images, ends_at, behind, launch_s))
 
     async def _finish(self, flight: Flight) -> None:
         """Wait for a launched batch's pictures (computing them, for executors that do not overlap), then
@@ -261,9 +260,8 @@ class Worker:
         try:
             if isinstance(self.execute, Overlapping):
                 results = await self._gpu(self.execute.collect, batch, flight.launched)
-                if self.pace is not None and isinstance(self.execute, Timed):
-                    seconds = self.execute.elapsed(flight.launched)
-                    self.pace.observe_device(flight.images, seconds, clean=flight.behind)
+                if self._pacer is not None:
+                    self._pacer.collected(flight)
             else:
                 results = await self._gpu(self.execute, batch)
             check_results(batch, results)

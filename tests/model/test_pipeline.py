@@ -6,6 +6,7 @@ import torch
 
 from model.config import SamplerConfig
 from model.folder import read_extra
+from model.graphs import BucketGraphs
 from model.ops import (
     Composition,
     Draw,
@@ -303,6 +304,21 @@ def test_padded_encoders_give_edits_and_variations_the_same_tokens(tiny_model_di
     seconds = pipe.warmup(4, width=32, height=32)
     assert list(seconds) == [2, 4]
     assert len(pipe._encode) == 2 and len(pipe.clip.image_tower) == 2  # every bucket, ahead of traffic
+    small = Picture.from_array(pictures[0].array()[:24])  # an outpainting's picture: not the canvas
+    pipe.encode([small])
+    assert len(pipe._encode) == 2  # encoded eagerly, no graph captured for it mid-traffic
+
+
+def test_warmup_reaches_every_text_bucket_a_batch_can_use(tiny_model_dir):
+    """Distinct prompts per batch size, and up to twice the largest (negative prompts): no text tower graph
+    is left to be captured under traffic; the prompt cache is left empty."""
+    pipe = Pipeline.from_folder(tiny_model_dir)
+    pipe.accelerate((1, 2, 4, 8, 16), compile=False, capture=False)
+    pipe.warmup(4, width=32, height=32)
+    tower = pipe.clip.text_tower
+    assert isinstance(tower, BucketGraphs)
+    assert sorted(key[0] for key in tower._graphs) == [1, 2, 4, 8]
+    assert pipe.clip._cache == {}
 
 
 def test_render_decodes_chosen_steps_of_the_same_pass(pipe):

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from service.gpu.pace import Curve, Pace
+from service.gpu.flight import Flight
+from service.gpu.pace import Curve, Pace, Pacer
 from service.gpu.worker import Worker
 from service.queue.jobs import Made, Slice
 from tests.service.fakes import fake_execute, fake_job, fake_png, inprocess
@@ -27,8 +28,6 @@ def test_a_curve_interpolates_between_sizes_and_extrapolates_within_bounds() -> 
     assert curve(4) == pytest.approx(0.080 - 0.180 / 24 * 4)
     curve.observe(8, 0.100)
     assert curve(8) == pytest.approx(0.090)  # a running mean
-    curve.observe(8, 0.500, clean=False)
-    assert curve(8) == pytest.approx(0.090)  # an unclean measurement only seeds a new size
     curve.observe(1, 0.001)
     assert curve(2) == pytest.approx(0.001 + 0.089 / 7)
 
@@ -76,6 +75,9 @@ class SteadyDevice:
             self.log.append(f"collect {[s.seeds[0] for s in slices]}")
         return fake_execute(slices)
 
+    def running(self, done_at: float) -> bool:
+        return time.monotonic() < done_at
+
     def elapsed(self, launched: float) -> float:
         return self.seconds
 
@@ -110,6 +112,44 @@ def test_a_paced_worker_holds_the_next_batch_until_the_one_in_flight_is_about_to
     timed = ["launch [1]", "collect [1]", "launch [2]", "launch [3, 4]", "collect [2]", "collect [3, 4]"]
     due = ["launch [1]", "collect [1]", "launch [2]", "collect [2]", "launch [3, 4]", "collect [3, 4]"]
     assert device.log == (timed if paced else due)
+
+
+class Clock:
+    """A `Timed` executor's answers, set by hand."""
+
+    def __init__(self, elapsed: float, running: bool) -> None:
+        self.seconds, self.busy = elapsed, running
+
+    def running(self, launched: object) -> bool:
+        return self.busy
+
+    def elapsed(self, launched: object) -> float:
+        return self.seconds
+
+
+def test_a_batch_launched_onto_an_idle_device_counts_its_device_time_less_its_launch() -> None:
+    """Its CUDA events span the host's gaps while it was launched: less the launch time, a lower bound,
+    so that a pace never talks itself into ever later launches."""
+    pace = Pace()
+    pacer = Pacer(pace, Clock(elapsed=0.200, running=False))
+    pacer.collected(Flight([], None, 0.0, images=8, behind=False, launch_s=0.050))
+    assert pace.device_seconds(8) == pytest.approx(0.150)
+    pacer.collected(Flight([], None, 0.0, images=16, behind=True, launch_s=0.050))
+    assert pace.device_seconds(16) == pytest.approx(0.200)
+
+
+def test_a_batch_starts_when_the_one_ahead_ends_if_that_one_still_runs_else_now() -> None:
+    pace = Pace()
+    pace.observe_device(4, 0.100)
+    now = time.monotonic()
+    ahead = Flight([], None, 0.0, images=4, ends_at=now + 0.300)
+    ends, behind = Pacer(pace, Clock(0.1, running=True)).launched(now, 4, ahead)
+    assert behind and ends == pytest.approx(now + 0.400, abs=0.01)
+    ends, behind = Pacer(pace, Clock(0.1, running=False)).launched(now, 4, ahead)  # it ended early
+    assert not behind and ends == pytest.approx(now + 0.100, abs=0.01)
+    ends, behind = Pacer(pace, Clock(0.1, running=True)).launched(now, 4, Flight([], None, 0.0))
+    assert behind and ends is None  # busy with a batch of unknown end: no prediction
+    assert pace.launch(4) is not None  # every launch teaches the lead
 
 
 def test_a_paced_worker_needs_an_executor_that_reports_device_time() -> None:
