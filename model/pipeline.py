@@ -272,7 +272,7 @@ class Pipeline:
         x = self.pixels(pictures).to(self._dtype(self.vqgan))
         native = (height, width) == (self.config.image_size, self.config.image_size)
         # another size runs eagerly: a graph captured for it mid-traffic would stall the device
-        # (a capture synchronises and collects), and outpaintings bring pictures of every size
+        # (a capture synchronises it and empties the allocators' caches); outpaintings bring every size
         return self._vqgan(self._encode if native else self.vqgan.encode, x)
 
     def pixels(self, pictures: Sequence[Picture]) -> Tensor:
@@ -351,8 +351,8 @@ class Pipeline:
         """Run one generation per batch size up to `largest`, and encode as many pictures and distinct
         prompts (capturing the graphs on the fast path), so kernels, graphs and allocator caches are ready
         before traffic; the wall seconds of each size (the first holds the compilations). A graph left to
-        its first use would be captured mid-traffic, and a capture synchronises the device and runs the
-        garbage collector: a stall of everything in flight. The text tower is also warmed for up to twice
+        its first use would be captured mid-traffic, and a capture synchronises the device and empties the
+        allocators' caches: a stall of everything in flight. The text tower is also warmed for up to twice
         `largest` distinct prompts (negative prompts), in the largest size's seconds."""
         seconds = {}
         for n in self.batch_sizes(largest):
