@@ -355,6 +355,10 @@ class Pipeline:
         allocators' caches: a stall of everything in flight. The text tower is also warmed for up to twice
         `largest` distinct prompts (negative prompts), in the largest size's seconds."""
         seconds = {}
+
+        def prompts(n: int) -> None:  # n distinct prompts: the text tower's bucket of n
+            self.clip.encode_text([f"{n} {i}" for i in range(n)])
+
         for n in self.batch_sizes(largest):
             began = time.perf_counter()
             self.images([Draw(Generate("", width, height), i, self.config.sampler) for i in range(n)])
@@ -362,12 +366,12 @@ class Pipeline:
                 blank = torch.zeros((n, 3, height, width), device=self.device)
                 self._vqgan(self._encode, blank.to(self._dtype(self.vqgan)))
                 self.clip.encode_image(blank)
-                self.clip.encode_text([f"{n} {i}" for i in range(n)])
+                prompts(n)
             seconds[n] = time.perf_counter() - began
         if self.buckets is not None:
             began = time.perf_counter()
             for n in (b for b in self.buckets if largest < b <= 2 * largest):
-                self.clip.encode_text([f"{n} {i}" for i in range(n)])
+                prompts(n)
             seconds[largest] += time.perf_counter() - began
             self.clip.clear_cache()
         return seconds

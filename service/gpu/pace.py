@@ -88,14 +88,16 @@ class Pace:
         self.device = Curve(smoothing)
         self.launch = Curve(smoothing)
 
-    def schedule(self, began: float, images: int, ahead: float | None, *, busy_after: bool) -> float | None:
-        """A batch of `images` whose launch began at monotonic `began` and has just returned: when it should
-        leave the device (None: unpredictable). `busy_after`: the batch ahead (predicted to end at `ahead`)
+    def schedule(
+        self, launch_s: float, images: int, ahead: float | None, *, busy_after: bool
+    ) -> float | None:
+        """A batch of `images` whose launch took `launch_s` and has just returned: when it should leave the
+        device (None: unpredictable). `busy_after`: the batch ahead (predicted to end at `ahead`)
         still runs, so this one starts when that one ends; else it starts now. A measured fact, not the
         prediction: a prediction checked against itself drifts (a late prediction, a late launch onto an
         idle device, a device time swollen by the host's gaps, a later prediction still)."""
         now = time.monotonic()
-        self.observe_launch(images, now - began)
+        self.observe_launch(images, launch_s)
         seconds = self.device_seconds(images)
         if seconds is None:
             return None
@@ -146,12 +148,12 @@ class Pacer:
         """Seconds to go on forming a batch of `pending` images before launching it behind `ahead`."""
         return self.pace.hold(ahead.ends_at, pending)
 
-    def launched(self, began: float, images: int, ahead: Flight | None) -> tuple[float | None, bool]:
+    def launched(self, launch_s: float, images: int, ahead: Flight | None) -> tuple[float | None, bool]:
         """A batch just launched behind `ahead` (or none): when it should end, and whether all of it was
         queued while `ahead` still ran (its device time is then exact)."""
         behind = self.running(ahead)
         ends_at = ahead.ends_at if ahead is not None else None
-        return self.pace.schedule(began, images, ends_at, busy_after=behind), behind
+        return self.pace.schedule(launch_s, images, ends_at, busy_after=behind), behind
 
     def collected(self, flight: Flight) -> None:
         """A collected batch's device time into the pace. Launched onto an idle device, its measured time

@@ -246,10 +246,10 @@ class Worker:
             except Exception:
                 await self._failed(batch)
                 return
+        launch_s = time.monotonic() - began
         images, ends_at, behind = sum(p.n for p in batch), None, False
         if self._pacer is not None:
-            ends_at, behind = self._pacer.launched(began, images, ahead)
-        launch_s = time.monotonic() - began
+            ends_at, behind = self._pacer.launched(launch_s, images, ahead)
         self._in_flight.append(Flight(batch, launched, start, images, ends_at, behind, launch_s))
 
     async def _finish(self, flight: Flight) -> None:

@@ -143,11 +143,11 @@ def test_a_batch_starts_when_the_one_ahead_ends_if_that_one_still_runs_else_now(
     pace.observe_device(4, 0.100)
     now = time.monotonic()
     ahead = Flight([], None, 0.0, images=4, ends_at=now + 0.300)
-    ends, behind = Pacer(pace, Clock(0.1, running=True)).launched(now, 4, ahead)
+    ends, behind = Pacer(pace, Clock(0.1, running=True)).launched(0.0, 4, ahead)
     assert behind and ends == pytest.approx(now + 0.400, abs=0.01)
-    ends, behind = Pacer(pace, Clock(0.1, running=False)).launched(now, 4, ahead)  # it ended early
+    ends, behind = Pacer(pace, Clock(0.1, running=False)).launched(0.0, 4, ahead)  # it ended early
     assert not behind and ends == pytest.approx(now + 0.100, abs=0.01)
-    ends, behind = Pacer(pace, Clock(0.1, running=True)).launched(now, 4, Flight([], None, 0.0))
+    ends, behind = Pacer(pace, Clock(0.1, running=True)).launched(0.0, 4, Flight([], None, 0.0))
     assert behind and ends is None  # busy with a batch of unknown end: no prediction
     assert pace.launch(4) is not None  # every launch teaches the lead
 
