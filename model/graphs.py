@@ -11,6 +11,7 @@ out before another replay can reuse that memory.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -22,6 +23,13 @@ from torch import Tensor
 # (`benchmarks/launch_policy.py`, results/launch_policy_H100_curve*.json): p99 731 -> 564 ms with two
 # batches in flight, 564 -> 454 ms with one, against the earlier ten buckets; a capture per extra bucket.
 BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+
+# Once warm-up is over, a setting met for the first time (an unguided batch, previews, another canvas or
+# step count) runs uncaptured for this many uses before its graph is captured. A capture synchronises the
+# device and empties the allocators' caches: every batch in flight stalls behind it. Uncaptured, the batch
+# costs the host its kernel launches (thousands for a sampling loop) and stalls no one; a setting that keeps
+# coming is worth one stall.
+CAPTURE_AFTER = 4
 
 
 def bucket(n: int, buckets: Sequence[int]) -> int | None:
@@ -38,6 +46,8 @@ class BucketGraphs:
         buckets: the batch sizes captured; a larger batch runs `fn` directly.
         pool: a memory pool to share with other captures (`torch.cuda.graph_pool_handle()`).
         capture: False runs the same padded static batches without capturing (to check padding on a CPU).
+        events: counts, by event, of `captured` graphs, `late` ones (captured after `seal`) and `uncaptured`
+            runs (of a key met after `seal`, before its capture); may be shared by several instances.
     """
 
     def __init__(
@@ -47,12 +57,23 @@ class BucketGraphs:
         *,
         pool: Any = None,
         capture: bool = True,
+        events: Counter[str] | None = None,
     ) -> None:
         self.fn = fn
         self.buckets = tuple(sorted(buckets))
         self.pool = pool
         self.capture = capture
+        self.events: Counter[str] = Counter() if events is None else events
+        self.capture_after: int | None = None  # None: a key is captured at its first use
         self._graphs: dict[Hashable, tuple[list[Tensor], Callable[[], Any]]] = {}
+        self._uses: Counter[Hashable] = Counter()
+
+    def seal(self, capture_after: int = CAPTURE_AFTER) -> None:
+        """Warm-up is over: from now on a key not yet captured runs `fn` directly (unpadded, nothing
+        captured) for its first `capture_after - 1` uses, and is captured at the next."""
+        if capture_after < 1:
+            raise ValueError(f"capture_after must be at least 1, got {capture_after}")
+        self.capture_after = capture_after
 
     def __len__(self) -> int:
         return len(self._graphs)
@@ -64,7 +85,14 @@ class BucketGraphs:
             return self.fn(*args, **settings)
         key = (size, tuple((a.shape[1:], a.dtype) for a in args), tuple(sorted(settings.items())))
         if key not in self._graphs:
+            if self.capture_after is not None:
+                self._uses[key] += 1
+                if self._uses[key] < self.capture_after:
+                    self.events["uncaptured"] += 1
+                    return self.fn(*args, **settings)
+                self.events["late"] += 1
             self._graphs[key] = self._capture(args, size, settings)
+            self.events["captured"] += 1
         static, run = self._graphs[key]
         for buffer, value in zip(static, args, strict=True):
             buffer[:n].copy_(value)

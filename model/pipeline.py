@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,8 @@ class Pipeline:
         self._sample: Callable[..., Sampled] | None = None
         self._decode: Callable[[Tensor], Tensor] = self.vqgan.decode
         self._encode: Callable[[Tensor], Tensor] = self.vqgan.encode
+        self._graphs: list[BucketGraphs] = []  # the fast path's, by `accelerate`
+        self.graph_events: Counter[str] = Counter()  # `BucketGraphs.events`, of all of them
 
     @classmethod
     def from_folder(
@@ -150,12 +153,14 @@ class Pipeline:
 
         pool = torch.cuda.graph_pool_handle() if capture else None
         self.buckets = tuple(sorted(buckets))
-        self._sample = BucketGraphs(run, buckets, pool=pool, capture=capture)
-        self._decode = BucketGraphs(decode, buckets, pool=pool, capture=capture)
-        self._encode = BucketGraphs(self.vqgan.encode, buckets, pool=pool, capture=capture)
+
+        def graphs(fn: Callable[..., Any]) -> BucketGraphs:
+            return BucketGraphs(fn, buckets, pool=pool, capture=capture, events=self.graph_events)
+
+        self._sample, self._decode, self._encode = graphs(run), graphs(decode), graphs(self.vqgan.encode)
         clip = self.clip
-        clip.text_tower = BucketGraphs(clip.model.encode_text, buckets, pool=pool, capture=capture)
-        clip.image_tower = BucketGraphs(clip.model.encode_image, buckets, pool=pool, capture=capture)
+        clip.text_tower, clip.image_tower = graphs(clip.model.encode_text), graphs(clip.model.encode_image)
+        self._graphs = [self._sample, self._decode, self._encode, clip.text_tower, clip.image_tower]
         self.exact_vqgan = False
 
     @torch.inference_mode()
@@ -353,7 +358,8 @@ class Pipeline:
         before traffic; the wall seconds of each size (the first holds the compilations). A graph left to
         its first use would be captured mid-traffic, and a capture synchronises the device and empties the
         allocators' caches: a stall of everything in flight. The text tower is also warmed for up to twice
-        `largest` distinct prompts (negative prompts), in the largest size's seconds."""
+        `largest` distinct prompts (negative prompts), in the largest size's seconds. Then the graphs are
+        sealed (`BucketGraphs.seal`): a setting warm-up did not meet runs uncaptured until it recurs."""
         seconds = {}
 
         def prompts(n: int) -> None:  # n distinct prompts: the text tower's bucket of n
@@ -374,6 +380,8 @@ class Pipeline:
                 prompts(n)
             seconds[largest] += time.perf_counter() - began
             self.clip.clear_cache()
+        for graphs in self._graphs:
+            graphs.seal()
         return seconds
 
 

@@ -4,6 +4,7 @@ jobs ask for) per slice out; and the encoding of a picture, which the worker run
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ class Executor:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        self._graph_events = Counter(pipeline.graph_events)  # as last counted into the metrics
 
     def __call__(self, slices: Sequence[Slice]) -> list[Made]:
         """Pictures per slice, in the order of the slice's seeds, each with its previews."""
@@ -49,11 +51,18 @@ class Executor:
         pictures, previewed = self.pipeline.collect(launched, timings)
         for stage, seconds in timings.items():
             metrics.BATCH_STAGE.labels(stage).observe(seconds)
+        self._count_graph_events()
         out, at = [], 0
         for s in slices:
             out.append(Made(pictures[at : at + s.n], previewed[at : at + s.n]))
             at += s.n
         return out
+
+    def _count_graph_events(self) -> None:
+        now = self.pipeline.graph_events
+        for event, count in (now - self._graph_events).items():
+            metrics.GRAPH_EVENTS.labels(event).inc(count)
+        self._graph_events = Counter(now)
 
 
 def encode(image: Image.Image, encoding: Encoding = PNG) -> bytes:

@@ -1,12 +1,13 @@
 """Checks that need a CUDA device: run by scripts/gpu-tests.sh on the GPU machine, skipped in CI."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from model.graphs import BucketGraphs
+from model.graphs import CAPTURE_AFTER, BucketGraphs
 from model.ops import Draw, Generate, Picture
 from model.pipeline import Pipeline
 
@@ -40,3 +41,21 @@ def test_the_fast_path_warms_every_text_bucket_and_times_a_batch_on_the_device(t
     captured = len(pipe._encode)
     tokens = pipe.encode([Picture.from_array(np.zeros((24, 32, 3), dtype=np.uint8))])
     assert tokens.shape[0] == 1 and len(pipe._encode) == captured
+
+
+def test_a_setting_met_after_warmup_runs_uncaptured_then_is_captured_with_the_same_tokens(
+    tiny_model_dir: Path,
+) -> None:
+    """Previews, which warm-up does not sample, run without a graph (no capture stalls the device) until
+    their `CAPTURE_AFTER`-th batch, which is captured; every run gives the same tokens."""
+    pipe = Pipeline.from_folder(tiny_model_dir, device="cuda", dtype=torch.bfloat16)
+    pipe.accelerate((1, 2, 4), compile=False)
+    pipe.warmup(4, width=32, height=32)
+    batch = [Draw(Generate(f"a red circle {i}", 32, 32), i, pipe.config.sampler) for i in range(4)]
+    rows = dataclasses.replace(pipe.rows(batch), snapshots=(pipe.config.sampler.steps - 2,))
+    captured = len(pipe._sample)
+    runs = [pipe.sample(rows) for _ in range(CAPTURE_AFTER + 1)]
+    assert len(pipe._sample) == captured + 1
+    assert pipe.graph_events["uncaptured"] == CAPTURE_AFTER - 1 and pipe.graph_events["late"] == 1
+    for run in runs[1:]:
+        assert torch.equal(run.tokens, runs[0].tokens) and torch.equal(run.snapshots, runs[0].snapshots)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -334,3 +335,44 @@ def test_render_decodes_chosen_steps_of_the_same_pass(pipe):
     alone, (own,) = pipe.render(batch[:1], [(steps - 2,)])
     assert own[0].tobytes() == previews[0][1].tobytes()
     assert alone[0].tobytes() == pictures[0].tobytes()
+
+
+def test_sealed_graphs_run_a_new_setting_uncaptured_until_it_recurs():
+    """After `seal`, a key met for the first time runs the function itself (unpadded, nothing captured) for
+    its first uses, and is captured at the `capture_after`-th; keys captured before are replayed."""
+    seen: list[int] = []
+
+    def double(x: torch.Tensor, *, shift: int = 0) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return x * 2 + shift
+
+    graphs = BucketGraphs(double, (2, 4), capture=False)
+    x = torch.arange(3.0)[:, None]
+    assert torch.equal(graphs(x), x * 2) and seen == [4]  # first use: the padded batch (captured on CUDA)
+    graphs.seal(3)
+    assert torch.equal(graphs(x), x * 2) and seen == [4, 4]  # a known key: the padded batch again
+    for _ in range(2):
+        assert torch.equal(graphs(x, shift=1), x * 2 + 1) and seen[-1] == 3  # uncaptured, unpadded
+        assert len(graphs) == 1
+    assert torch.equal(graphs(x, shift=1), x * 2 + 1) and len(graphs) == 2 and seen[-1] == 4
+    assert graphs.events == {"captured": 2, "uncaptured": 2, "late": 1}
+    with pytest.raises(ValueError):
+        graphs.seal(0)
+
+
+def test_after_warmup_previews_and_the_other_guidance_run_uncaptured_with_eager_tokens(tiny_model_dir):
+    """Settings warm-up did not meet (previews; guidance on where the default is off, or the reverse)
+    capture nothing at their first use, and their tokens are eager sampling's."""
+    pipe = Pipeline.from_folder(tiny_model_dir)
+    plain = draws([Generate("a red circle", 32, 32), Generate("a blue square", 32, 32)], [1, 2], pipe=pipe)
+    scale = -1.0 if pipe.config.sampler.guided else 3.0
+    other = [dataclasses.replace(d, sampler=d.sampler.replace(guidance_scale=scale)) for d in plain]
+    previewed = dataclasses.replace(pipe.rows(plain), snapshots=(pipe.config.sampler.steps - 2,))
+    eager, eager_other = pipe.sample(previewed), pipe.tokens(other)
+    pipe.accelerate((1, 2, 4), compile=False, capture=False)
+    pipe.warmup(2, width=32, height=32)
+    captured = len(pipe._sample)
+    fast = pipe.sample(previewed)
+    assert torch.equal(fast.tokens, eager.tokens) and torch.equal(fast.snapshots, eager.snapshots)
+    assert torch.equal(pipe.tokens(other), eager_other)
+    assert len(pipe._sample) == captured and pipe.graph_events["uncaptured"] == 2
