@@ -104,14 +104,16 @@ def pick_codes_fused(cond: Tensor, uncond: Tensor | None, rows: Any, u: Tensor, 
     B, H, W, V = cond.shape
     out = torch.empty(B, H, W, dtype=torch.int64, device=cond.device)
     cond = cond.contiguous()
+    # the kernel indexes every tensor as contiguous; the per-row settings come as strided views of the
+    # rows' packed tensors (`model.rows`), and only a CUDA graph's static copies made them contiguous
     _pick[(B * H * W,)](
         cond,
         cond if uncond is None else uncond.contiguous(),
         out,
-        rows.guidance,
-        rows.temperature,
-        rows.typical_mass,
-        rows.min_tokens,
+        rows.guidance.contiguous(),
+        rows.temperature.contiguous(),
+        rows.typical_mass.contiguous(),
+        rows.min_tokens.contiguous(),
         u.contiguous(),
         H * W,
         V,

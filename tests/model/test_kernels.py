@@ -17,9 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 triton = pytest.importorskip("triton")
 
 
-def rows(device: str = "cpu", typical: bool = True) -> Rows:
+def rows(device: str = "cpu", typical: bool = True, packed: bool = False) -> Rows:
+    """Four rows of settings; `packed`: as views into one float and one int tensor, as `build_rows` makes
+    them (strided, not contiguous)."""
     t = torch.tensor
-    return Rows(
+    out = Rows(
         cond=t([]),
         uncond=t([]),
         seeds=t([]),
@@ -35,6 +37,13 @@ def rows(device: str = "cpu", typical: bool = True) -> Rows:
         renoise_mode=t([]),
         typical=typical,
     )
+    if packed:
+        floats = torch.cat([out.guidance[:, None], out.typical_mass[:, None], out.temperature], 1)
+        ints = torch.stack([out.min_tokens * 0 + 7, out.min_tokens], 1)
+        out.guidance, out.typical_mass, out.temperature = floats[:, 0], floats[:, 1], floats[:, 2:]
+        out.min_tokens = ints[:, 1]
+        assert not out.temperature.is_contiguous() and not out.guidance.is_contiguous()
+    return out
 
 
 def compare(device: str) -> list[float]:
@@ -47,10 +56,10 @@ def compare(device: str) -> list[float]:
     uncond = (torch.randn(4, 2, 3, 200, generator=g) * scale).to(device)
     u = torch.rand(4, 2, 3, generator=g).to(device)
     out = []
-    for typical in (True, False):
+    for typical, packed in ((True, False), (False, False), (True, True)):
         for step in (0, 1):
             for un in (uncond, None):
-                r = rows(device, typical)
+                r = rows(device, typical, packed)
                 out.append(
                     (pick_codes(cond, un, r, u, step) == pick_codes_fused(cond, un, r, u, step))
                     .float()
