@@ -29,7 +29,8 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,22 @@ def build(config: ModelConfig, dtype: torch.dtype) -> Pipeline:
     return Pipeline(config, denoiser, vqgan, clip, device="cuda", dtype=dtype)
 
 
-def reference_mode() -> None:
-    """Plain float32: no TF32 anywhere."""
+@contextmanager
+def reference_mode() -> Iterator[None]:
+    """Plain float32, no TF32 anywhere, inside; the settings as they were after. The fast path must not
+    compile under these: Inductor's cache keys hold the matmul settings, so a restarted process (and the
+    service) with the defaults would find none of the first warm-up's compiled artefacts."""
+    # restored as the precision settings they were: writing the legacy flags back would not give
+    # the default's "none" but "ieee", another cache key
+    settings = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+    before = [s.fp32_precision for s in settings]
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for setting, precision in zip(settings, before, strict=True):
+            setting.fp32_precision = precision
 
 
 def wall_ms(fn: Callable[[], Any], repeats: int) -> list[float]:
@@ -294,14 +307,15 @@ def agreement(mini: Path, n: int) -> dict[str, Any]:
     """On the trained paella-mini: the fast path's tokens against our float32 eager path's, seed by seed,
     and a seed alone against the same seed inside a batch of 32."""
     prompts = world.eval_prompts(n, 0).prompts
-    reference_mode()
-    ref = Pipeline.from_folder(mini, device="cuda", dtype=torch.float32)
+    with reference_mode():
+        ref = Pipeline.from_folder(mini, device="cuda", dtype=torch.float32)
+        sampler = ref.config.sampler
+        size = ref.config.image_size
+        batch = draws([Generate(p, size, size) for p in prompts], list(range(n)), sampler)
+        a = torch.cat([ref.tokens(batch[i : i + 32]) for i in range(0, n, 32)])
+        del ref
     fast = Pipeline.from_folder(mini, device="cuda", dtype=FAST_DTYPE)
     fast.accelerate()
-    sampler = ref.config.sampler
-    size = ref.config.image_size
-    batch = draws([Generate(p, size, size) for p in prompts], list(range(n)), sampler)
-    a = torch.cat([ref.tokens(batch[i : i + 32]) for i in range(0, n, 32)])
     b = torch.cat([fast.tokens(batch[i : i + 32]) for i in range(0, n, 32)])
     alone = torch.cat([fast.tokens([d]) for d in batch])  # every seed alone, against its batch of 32
     mixed = mixed_batch(fast, prompts[:32], sampler)
@@ -590,10 +604,10 @@ def main() -> None:
     config = BENCHED
     print(f"{card}, torch {torch.__version__}, {config.name}: 256x256, 8 steps, guidance 5, typical on")
 
-    reference_mode()
-    ref = build(config, torch.float32)
-    reference = run_path("reference", ref, args.reference_batches, max(2, args.repeats // 2))
-    del ref
+    with reference_mode():
+        ref = build(config, torch.float32)
+        reference = run_path("reference", ref, args.reference_batches, max(2, args.repeats // 2))
+        del ref
     torch.cuda.empty_cache()
 
     fast = build(config, FAST_DTYPE)
