@@ -26,7 +26,7 @@ from model.clip import ClipEncoder
 from model.config import ModelConfig
 from model.denoiser import Denoiser
 from model.folder import read_extra
-from model.graphs import BUCKETS, BucketGraphs, compile_batched
+from model.graphs import BUCKETS, BucketGraphs, bucket, compile_batched
 from model.kernels import available, pick_codes_fused
 from model.launched import Launched
 from model.ops import (
@@ -376,7 +376,8 @@ class Pipeline:
             seconds[n] = time.perf_counter() - began
         if self.buckets is not None:
             began = time.perf_counter()
-            for n in (b for b in self.buckets if largest < b <= 2 * largest):
+            upper = bucket(2 * largest, self.buckets) or self.buckets[-1]  # the bucket 2 x largest lands in
+            for n in (b for b in self.buckets if largest < b <= upper):
                 prompts(n)
             seconds[largest] += time.perf_counter() - began
             self.clip.clear_cache()

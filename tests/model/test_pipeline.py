@@ -320,6 +320,9 @@ def test_warmup_reaches_every_text_bucket_a_batch_can_use(tiny_model_dir):
     assert isinstance(tower, BucketGraphs)
     assert sorted(key[0] for key in tower._graphs) == [1, 2, 4, 8]
     assert pipe.clip._cache == {}
+    pipe.accelerate((1, 2, 4, 8, 16), compile=False, capture=False)
+    pipe.warmup(3, width=32, height=32)  # up to 6 prompts: the bucket of 8
+    assert sorted(key[0] for key in pipe.clip.text_tower._graphs) == [1, 2, 4, 8]  # 8 was left out
 
 
 def test_render_decodes_chosen_steps_of_the_same_pass(pipe):
