@@ -42,6 +42,7 @@ from benchmarks.support import draws, metrics, service
 from model.clip import ClipEncoder
 from model.config import PAELLA_V1, ModelConfig, SamplerConfig
 from model.denoiser import Denoiser
+from model.graphs import compile_cache_counts
 from model.ops import Draw, Generate
 from model.pipeline import Pipeline
 from model.vqgan import VQGAN
@@ -299,6 +300,7 @@ def restart_child(largest: int, autotune: bool) -> None:
         "warmup_by_batch_s": rounded(by_batch),
         "batch1_latency_ms": round(latency[1], 2),
         f"batch{largest}_images_per_s": round(1000 * largest / latency[largest], 2),
+        "compile_caches": compile_cache_counts(),
     }
     print(json.dumps(out))
 
@@ -615,7 +617,8 @@ def main() -> None:
     fast.accelerate()
     warmup_by_batch = fast.warmup(max(args.batches), width=256, height=256)
     warmup_s = time.perf_counter() - start
-    print(f"warm-up {warmup_s:.1f} s:", rounded(warmup_by_batch), flush=True)
+    first_caches = compile_cache_counts()
+    print(f"warm-up {warmup_s:.1f} s:", rounded(warmup_by_batch), first_caches, flush=True)
     rows = run_path("fast", fast, args.batches, args.repeats)
     overlapped = [overlap(fast, b, args.repeats) for b in (8, 32) if b in args.batches]
     contended = contention(fast, [b for b in (8, 32) if b in args.batches], args.repeats)
@@ -639,6 +642,7 @@ def main() -> None:
         "batch_invariance_token_agreement": agree["batch_invariance_token_agreement"],
         "warmup_s": round(warmup_s, 1),
         "warmup_by_batch_s": rounded(warmup_by_batch),
+        "warmup_compile_caches": first_caches,
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.time() - started, 1),
         "fast": rows,

@@ -149,3 +149,17 @@ def compile_batched(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         return fn(*args)
 
     return call
+
+
+def compile_cache_counts() -> dict[str, int]:
+    """How torch.compile's on-disk caches have served this process: Inductor's FX graph cache and
+    AOTAutograd's, hits and misses. A restart whose warm-up misses compiles everything again: its cache key
+    differs (another torch, other matmul precision settings, another graph)."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "fx_graph_hits": counters["inductor"]["fxgraph_cache_hit"],
+        "fx_graph_misses": counters["inductor"]["fxgraph_cache_miss"],
+        "aot_autograd_hits": counters["aot_autograd"]["autograd_cache_hit"],
+        "aot_autograd_misses": counters["aot_autograd"]["autograd_cache_miss"],
+    }

@@ -73,6 +73,7 @@ def make_image_store(settings: Settings) -> ImageStore:
 
 def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker:
     """A worker running `pipeline` on `queue`, warming up each batch-size bucket first."""
+    from model.graphs import compile_cache_counts
     from service.gpu.executor import Executor, encode
     from service.gpu.pace import Pace
     from service.gpu.worker import Worker
@@ -87,6 +88,8 @@ def make_worker(settings: Settings, queue: Broker, pipeline: Pipeline) -> Worker
         seconds = pipeline.warmup(settings.max_batch_size, width=size, height=size)
         by_size = ", ".join(f"{n}: {s:.1f}" for n, s in seconds.items())
         log.info("warmed up in %.1f s (seconds per batch size: %s)", sum(seconds.values()), by_size)
+        if settings.compile and pipeline.device.type == "cuda":
+            log.info("compile caches: %s", compile_cache_counts())
         if settings.gc_freeze:
             log.info("%d objects of the start-up exempt from garbage collection", heap.freeze_start_up())
 

@@ -1,5 +1,9 @@
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,3 +383,29 @@ def test_after_warmup_previews_and_the_other_guidance_run_uncaptured_with_eager_
     assert torch.equal(fast.tokens, eager.tokens) and torch.equal(fast.snapshots, eager.snapshots)
     assert torch.equal(pipe.tokens(other), eager_other)
     assert len(pipe._sample) == captured and pipe.graph_events["uncaptured"] == 2
+
+
+@pytest.mark.slow
+def test_compile_cache_counts_tell_a_restart_that_reuses_the_first_compilation(tmp_path):
+    """A process compiling into an empty cache misses; a second process with the same cache hits: what the
+    warm-up's log line shows (two processes, about 20 s of C++ compilation on the CPU)."""
+    script = (
+        "import json, torch; from model.graphs import compile_cache_counts; "
+        "torch.compile(lambda x: (x * 2 + 1).sin())(torch.ones(4)); print(json.dumps(compile_cache_counts()))"
+    )
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", script],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        for _ in range(2)
+    ]
+    first, second = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    assert first["fx_graph_misses"] >= 1 and first["fx_graph_hits"] == 0
+    assert second["fx_graph_hits"] >= 1 and second["fx_graph_misses"] == 0
