@@ -28,8 +28,10 @@ BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 6
 # step count) runs uncaptured for this many uses before its graph is captured. A capture synchronises the
 # device and empties the allocators' caches: every batch in flight stalls behind it. Uncaptured, the batch
 # costs the host its kernel launches (thousands for a sampling loop) and stalls no one; a setting that keeps
-# coming is worth one stall.
+# coming is worth one stall. Late captures are capped, each function's at MAX_LATE: every graph keeps its
+# static inputs and outputs on the device, and settings are many (canvases x step counts x buckets).
 CAPTURE_AFTER = 4
+MAX_LATE = 64
 
 
 def bucket(n: int, buckets: Sequence[int]) -> int | None:
@@ -65,15 +67,22 @@ class BucketGraphs:
         self.capture = capture
         self.events: Counter[str] = Counter() if events is None else events
         self.capture_after: int | None = None  # None: a key is captured at its first use
+        self.max_late = 0
+        self._late = 0
         self._graphs: dict[Hashable, tuple[list[Tensor], Callable[[], Any]]] = {}
         self._uses: Counter[Hashable] = Counter()
 
-    def seal(self, capture_after: int = CAPTURE_AFTER) -> None:
+    def seal(self, capture_after: int = CAPTURE_AFTER, max_late: int = MAX_LATE) -> None:
         """Warm-up is over: from now on a key not yet captured runs `fn` directly (unpadded, nothing
-        captured) for its first `capture_after - 1` uses, and is captured at the next."""
-        if capture_after < 1:
-            raise ValueError(f"capture_after must be at least 1, got {capture_after}")
+        captured) for its first `capture_after - 1` uses, and is captured at the next, unless `max_late`
+        keys have been captured since the seal: then it always runs directly."""
+        if capture_after < 1 or max_late < 0:
+            raise ValueError(
+                f"capture_after must be at least 1 and max_late not negative, got {capture_after}, {max_late}"
+            )
         self.capture_after = capture_after
+        self.max_late = max_late
+        self._late = 0
 
     def __len__(self) -> int:
         return len(self._graphs)
@@ -87,9 +96,10 @@ class BucketGraphs:
         if key not in self._graphs:
             if self.capture_after is not None:
                 self._uses[key] += 1
-                if self._uses[key] < self.capture_after:
+                if self._uses[key] < self.capture_after or self._late >= self.max_late:
                     self.events["uncaptured"] += 1
                     return self.fn(*args, **settings)
+                self._late += 1
                 self.events["late"] += 1
             self._graphs[key] = self._capture(args, size, settings)
             self.events["captured"] += 1

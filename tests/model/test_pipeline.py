@@ -363,6 +363,12 @@ def test_sealed_graphs_run_a_new_setting_uncaptured_until_it_recurs():
         assert len(graphs) == 1
     assert torch.equal(graphs(x, shift=1), x * 2 + 1) and len(graphs) == 2 and seen[-1] == 4
     assert graphs.events == {"captured": 2, "uncaptured": 2, "late": 1}
+    graphs.seal(1, max_late=1)  # one more late capture, then none
+    graphs(x, shift=2)
+    assert len(graphs) == 3
+    for _ in range(3):
+        assert torch.equal(graphs(x, shift=3), x * 2 + 3) and seen[-1] == 3
+    assert len(graphs) == 3 and graphs.events["uncaptured"] == 5
     with pytest.raises(ValueError):
         graphs.seal(0)
 
