@@ -54,8 +54,8 @@ BATCH_STAGE = Histogram(
 GRAPH_EVENTS = Counter(
     "paella_cuda_graphs",
     "The fast path's CUDA graphs by event: captured (each capture stalls the work in flight), late (captured "
-    "after warm-up, under traffic) and uncaptured (a batch of a setting warm-up did not meet, run without a "
-    "graph until the setting recurs)",
+    "after warm-up, under traffic) and uncaptured (a network run for a setting warm-up did not meet, without "
+    "a graph until the setting recurs)",
     ["event"],
 )
 BATCH_SIZE = Histogram("paella_batch_size", "Images per batch", buckets=IMAGES)

@@ -130,3 +130,31 @@ def test_dashboard_shows_every_metric_and_the_objective() -> None:
     for panel in latency:
         steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
         assert [step["value"] for step in steps] == [None, 0.5], panel["title"]
+
+
+def test_the_executor_counts_the_pipelines_graph_events_once_each(tiny_model_dir: Path) -> None:
+    """paella_cuda_graphs_total follows `Pipeline.graph_events`: warm-up's captures, then a setting warm-up
+    did not meet (previews) run uncaptured; counted after a batch, never twice."""
+    import dataclasses
+
+    from prometheus_client import REGISTRY
+
+    from model.ops import Draw, Generate
+    from model.pipeline import Pipeline
+    from service.gpu.executor import Executor
+
+    def count(event: str) -> float:
+        return REGISTRY.get_sample_value("paella_cuda_graphs_total", {"event": event}) or 0.0
+
+    pipe = Pipeline.from_folder(tiny_model_dir)
+    pipe.accelerate((1, 2), compile=False, capture=False)
+    executor = Executor(pipe)
+    pipe.warmup(2, width=32, height=32)
+    before = {e: count(e) for e in ("captured", "uncaptured", "late")}
+    rows = pipe.rows([Draw(Generate("a red circle", 32, 32), 1, pipe.config.sampler)])
+    pipe.sample(dataclasses.replace(rows, snapshots=(1,)))
+    for _ in range(2):
+        executor._count_graph_events()
+    assert count("captured") - before["captured"] == pipe.graph_events["captured"] > 0
+    assert count("uncaptured") - before["uncaptured"] == 1
+    assert count("late") == before["late"]
