@@ -38,7 +38,7 @@ import httpx
 import torch
 
 from benchmarks.load import Workload, closed_load, open_load
-from benchmarks.support import draws, metrics, service
+from benchmarks.support import differing, draws, metrics, service
 from model.clip import ClipEncoder
 from model.config import PAELLA_V1, ModelConfig, SamplerConfig
 from model.denoiser import Denoiser
@@ -327,15 +327,9 @@ def agreement(mini: Path, n: int) -> dict[str, Any]:
         "token_agreement": round((a == b).float().mean().item(), 5),
         "batch_invariance_token_agreement": round((alone == b).float().mean().item(), 5),
         "mixed_batch_invariance_token_agreement": mixed,
-        # a differing sample early in the loop changes the steps after it: few images, many tokens each
+        # scattered single tokens, or an early difference carried through the later steps: which, per image
         "images_differing": {"fast_vs_reference": differing(a, b), "alone_vs_batch": differing(alone, b)},
     }
-
-
-def differing(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    """The share of differing tokens of each image that has any, largest first."""
-    share = (a != b).flatten(1).float().mean(1)
-    return sorted((round(v, 4) for v in share.tolist() if v > 0), reverse=True)
 
 
 def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> float:

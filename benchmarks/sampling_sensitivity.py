@@ -22,8 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmarks.pipeline_gpu import differing
-from benchmarks.support import draws
+from benchmarks.support import differing, draws
 from model.config import SamplerConfig
 from model.ops import Generate
 from model.pipeline import Pipeline

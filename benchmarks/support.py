@@ -1,4 +1,5 @@
-"""What the benchmarks share: a `paella serve` process to drive, its metrics, and draws of one operation."""
+"""What the benchmarks share: a `paella serve` process to drive, its metrics, draws of one operation, and
+how two runs' token grids differ."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,11 +20,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from model.config import SamplerConfig
 from model.ops import Draw, Operation
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def draws(ops: Sequence[Operation], seeds: Sequence[int], sampler: SamplerConfig) -> list[Draw]:
     return [Draw(op, seed, sampler) for op, seed in zip(ops, seeds, strict=True)]
+
+
+def differing(a: Tensor, b: Tensor) -> list[float]:
+    """Of two runs' token grids [N, H, W], the share of differing tokens of each image that has any,
+    largest first."""
+    share = (a != b).flatten(1).float().mean(1)
+    return sorted((round(v, 4) for v in share.tolist() if v > 0), reverse=True)
 
 
 def free_port() -> int:

@@ -2,7 +2,8 @@
 
 import torch
 
-from benchmarks.pipeline_gpu import differing, reference_mode
+from benchmarks.pipeline_gpu import reference_mode
+from benchmarks.support import differing
 
 
 def test_reference_mode_turns_tf32_off_inside_and_restores_the_precision_settings_after():
