@@ -1,11 +1,19 @@
-"""Where a seed's numbers first depend on its batch, on a CUDA card: paella-mini's denoiser and text tower
-run one row alone and the same row inside a batch of 32, and their outputs are compared bit for bit.
+"""Where a seed's numbers first depend on its batch, on a CUDA card, and what making them not costs.
 
 `benchmarks/sampling_sensitivity.py` shows why it matters: the sampler turns any difference in the logits,
-however small, into a differing token now and then. This script finds which layers make the difference:
-for the eager denoiser, every leaf module's output for row 0 (in call order, the first that differs
-names the kernel to replace); for the compiled one and the text tower, the end result. Each in bfloat16
-and float32, and in bfloat16 again with cuBLAS's reduced-precision split-K reductions off.
+however small, into a differing token now and then. Three parts:
+
+- layers: paella-mini's denoiser and text tower run the rows of one image (two: the guided pair the sampler
+  runs) alone and inside a batch of 32, compared bit for bit: every leaf module of the eager denoiser (in
+  call order, the first that differs names the kernel to replace), the compiled denoiser's logits and the
+  text tower's embeddings; in float16 (the fast path's), float16 with fp32 split-K reductions, bfloat16
+  and float32;
+- tokens: the fast path on paella-mini (compiled, CUDA graphs), every seed alone against the same seed in
+  its batch of 32, and a batch of mixed guidance and temperatures against each alone; with the
+  denoiser's upsampling as the model's ConvTranspose2d (cuDNN on CUDA) and as `MatmulUpsample`, the
+  candidate for the layer an H200 run named first (bfloat16, eager: `up_blocks.1.3`);
+- cost: Paella v1's compiled denoiser (random weights, float16) at 2 and 128 rows (one and 64 guided
+  images), both upsamplings, CUDA events.
 
     PYTHONPATH=. python3 benchmarks/batch_invariance.py --out $OUT/batch_invariance.json
 """
@@ -14,16 +22,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.support import differing, draws, mixed_batch
+from model.config import PAELLA_V1
+from model.denoiser import Denoiser
 from model.graphs import compile_batched
+from model.ops import Generate
 from model.pipeline import Pipeline
 from training import world
+
+FAST_DTYPE = torch.float16  # what PAELLA_DTYPE=auto picks on CUDA
 
 
 def compared(a: Tensor, b: Tensor) -> dict[str, float]:
@@ -57,17 +74,22 @@ def leaf_outputs(model: nn.Module, run: Callable[[], Any], rows: int) -> list[tu
     return out
 
 
+# Rows run "alone": the two a guided image puts through the denoiser. One would meet Dynamo's own graph for
+# a batch of one (sizes 0 and 1 are specialised), which the guided fast path never runs.
+ALONE = 2
+
+
 def denoiser_report(pipe: Pipeline, tokens: Tensor, cond: Tensor, r: Tensor) -> dict[str, Any]:
     den = pipe.denoiser
     with torch.inference_mode():
-        batch = leaf_outputs(den, lambda: den(tokens, cond, r), 1)
-        alone = leaf_outputs(den, lambda: den(tokens[:1], cond[:1], r[:1]), 1)
+        batch = leaf_outputs(den, lambda: den(tokens, cond, r), ALONE)
+        alone = leaf_outputs(den, lambda: den(tokens[:ALONE], cond[:ALONE], r[:ALONE]), ALONE)
         layers = [{"module": name, **compared(a, b)} for (name, a), (_, b) in zip(batch, alone, strict=True)]
-        eager = compared(den(tokens, cond, r)[:1], den(tokens[:1], cond[:1], r[:1]))
+        eager = compared(den(tokens, cond, r)[:ALONE], den(tokens[:ALONE], cond[:ALONE], r[:ALONE]))
         if tokens.is_cuda:  # the fast path's Inductor kernels (on a CPU, compiling is not worth the wait)
             compiled = compile_batched(den)
             fast: dict[str, float] | None = compared(
-                compiled(tokens, cond, r)[:1], compiled(tokens[:1], cond[:1], r[:1])
+                compiled(tokens, cond, r)[:ALONE], compiled(tokens[:ALONE], cond[:ALONE], r[:ALONE])
             )
         else:
             fast = None
@@ -82,6 +104,101 @@ def denoiser_report(pipe: Pipeline, tokens: Tensor, cond: Tensor, r: Tensor) -> 
     }
 
 
+class MatmulUpsample(nn.ConvTranspose2d):
+    """The denoiser's ConvTranspose2d(kernel 4, stride 2, padding 1) as one matrix product over the input's
+    2x2 windows: each window holds the four input pixels, and four of the sixteen kernel taps, that make
+    the 2x2 output pixels it covers. cuDNN picks a transposed convolution's algorithm, and with it the
+    order of its sums, by the batch size; a candidate to move into `model/denoiser.py` once a GPU run
+    shows what it does to the tokens and to the time."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]  # no output_size: always twice the input
+        B, c_in, H, W = x.shape
+        c_out = self.out_channels
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C_in)
+        windows = torch.cat(
+            [padded[:, dy : dy + H + 1, dx : dx + W + 1] for dy in (0, 1) for dx in (0, 1)], dim=-1
+        )  # (B, H+1, W+1, 4 C_in): window (m, n) holds input pixels (m-1, n-1) to (m, n)
+        # window pixel (dy, dx) reaches output phase (a, b) through tap (2 (1 - dy) + a, 2 (1 - dx) + b)
+        taps = self.weight.view(c_in, c_out, 2, 2, 2, 2).flip(2, 4)  # (C_in, C_out, dy, a, dx, b)
+        taps = taps.permute(3, 5, 1, 2, 4, 0).reshape(4 * c_out, 4 * c_in)  # ((a, b, C_out), (dy, dx, C_in))
+        bias = None if self.bias is None else self.bias.repeat(4)
+        out = F.linear(windows, taps, bias).view(B, H + 1, W + 1, 2, 2, c_out)
+        out = out.permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H + 2, 2 * W + 2, c_out)  # output row 2m-1+a
+        return out[:, 1:-1, 1:-1].permute(0, 3, 1, 2)  # (B, C_out, 2H, 2W)
+
+
+@contextmanager
+def matmul_upsampling(den: Denoiser, on: bool) -> Iterator[None]:
+    """With `on`, the denoiser's transposed convolutions run as `MatmulUpsample` (same parameters)."""
+    layers = [m for m in den.modules() if type(m) is nn.ConvTranspose2d]
+    if on:
+        for m in layers:
+            m.__class__ = MatmulUpsample
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.__class__ = nn.ConvTranspose2d
+
+
+UPSAMPLINGS = {False: "ConvTranspose2d (the model's: cuDNN on CUDA)", True: "MatmulUpsample (candidate)"}
+
+
+def tokens_report(weights: Path, device: str, images: int, matmul: bool) -> dict[str, Any]:
+    """The fast path's tokens, every seed alone against in its batch of 32, and a mixed batch against each
+    alone (the measures of `pipeline_gpu.py`)."""
+    pipe = Pipeline.from_folder(
+        weights, device=device, dtype=FAST_DTYPE if device == "cuda" else torch.float32
+    )
+    prompts = world.eval_prompts(images, 0).prompts
+    size, sampler = pipe.config.image_size, pipe.config.sampler
+    batch = draws([Generate(p, size, size) for p in prompts], list(range(images)), sampler)
+    with matmul_upsampling(pipe.denoiser, matmul):
+        pipe.accelerate(compile=device == "cuda")
+        together = torch.cat([pipe.tokens(batch[i : i + 32]) for i in range(0, images, 32)])
+        alone = torch.cat([pipe.tokens([d]) for d in batch])
+        mixed = mixed_batch(pipe, prompts[:32], sampler)
+    return {
+        "batch_invariance_token_agreement": round((alone == together).float().mean().item(), 5),
+        "images_differing": differing(alone, together),
+        "mixed_batch_invariance_token_agreement": mixed,
+    }
+
+
+def cost_report(rows: list[int], repeats: int) -> dict[str, Any]:
+    """Milliseconds per call of Paella v1's compiled denoiser (random weights, float16) at each number of
+    rows, with each upsampling, alternating within one process."""
+    torch.manual_seed(0)
+    config = PAELLA_V1.denoiser
+    with torch.device("cuda"):
+        den = Denoiser(config).to(FAST_DTYPE).eval().requires_grad_(False)
+    grid = PAELLA_V1.grid(256, 256)
+    out: dict[str, Any] = {}
+    for matmul, name in UPSAMPLINGS.items():
+        with matmul_upsampling(den, matmul), torch.inference_mode():
+            compiled = compile_batched(den)
+            timings = {}
+            for n in rows:
+                tokens = torch.randint(0, config.num_labels, (n, *grid), device="cuda")
+                cond = torch.randn(n, config.c_clip, device="cuda", dtype=FAST_DTYPE)
+                r = torch.rand(n, device="cuda")
+                for _ in range(3):
+                    compiled(tokens, cond, r)
+                times = []
+                for _ in range(repeats):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    compiled(tokens, cond, r)
+                    end.record()
+                    end.synchronize()
+                    times.append(start.elapsed_time(end))
+                timings[n] = round(statistics.median(times), 3)
+        torch._dynamo.reset()  # the next variant compiles its own graph
+        out[name] = timings
+        print(name, json.dumps(timings), flush=True)
+    return out
+
+
 def text_report(pipe: Pipeline, prompts: list[str]) -> dict[str, float]:
     clip = pipe.clip
     ids = clip.tokenizer(prompts).to(pipe.device)
@@ -89,27 +206,24 @@ def text_report(pipe: Pipeline, prompts: list[str]) -> dict[str, float]:
         return compared(clip.model.encode_text(ids)[:1], clip.model.encode_text(ids[:1]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--weights", type=Path, default=Path("weights/paella-mini"))
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--device", default="cuda", help="cpu: a check of the script itself")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_invariance.json"))
-    args = parser.parse_args()
-    card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+def layers_report(args: argparse.Namespace) -> dict[str, Any]:
     prompts = world.eval_prompts(args.batch, 0).prompts
-    result: dict[str, Any] = {"card": card, "torch": torch.__version__, "batch": args.batch}
+    result: dict[str, Any] = {}
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    before = matmul.allow_bf16_reduced_precision_reduction, cudnn.conv.fp32_precision
+    before = (
+        matmul.allow_fp16_reduced_precision_reduction,
+        matmul.allow_bf16_reduced_precision_reduction,
+        cudnn.conv.fp32_precision,
+    )
     for name, dtype, reduced in (
+        ("float16", torch.float16, True),
+        ("float16, fp32 split-K reductions", torch.float16, False),
         ("bfloat16", torch.bfloat16, True),
-        ("bfloat16, fp32 split-K reductions", torch.bfloat16, False),
         ("float32 (no TF32)", torch.float32, True),
     ):
+        matmul.allow_fp16_reduced_precision_reduction = reduced
         matmul.allow_bf16_reduced_precision_reduction = reduced
-        cudnn.conv.fp32_precision = "ieee" if dtype == torch.float32 else before[1]
+        cudnn.conv.fp32_precision = "ieee" if dtype == torch.float32 else before[2]
         pipe = Pipeline.from_folder(args.weights, device=args.device, dtype=dtype)
         g = torch.Generator(device=args.device).manual_seed(0)
         size = pipe.config.grid(pipe.config.image_size, pipe.config.image_size)
@@ -125,9 +239,48 @@ def main() -> None:
         del pipe
         if args.device == "cuda":
             torch.cuda.empty_cache()
-    matmul.allow_bf16_reduced_precision_reduction, cudnn.conv.fp32_precision = before
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    (
+        matmul.allow_fp16_reduced_precision_reduction,
+        matmul.allow_bf16_reduced_precision_reduction,
+        cudnn.conv.fp32_precision,
+    ) = before
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights", type=Path, default=Path("weights/paella-mini"))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--images", type=int, default=128, help="tokens: seeds, in batches of 32")
+    parser.add_argument("--rows", type=int, nargs="+", default=[2, 128], help="cost: denoiser batch sizes")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--parts", nargs="+", choices=("layers", "tokens", "cost"), default=["layers", "tokens", "cost"]
+    )
+    parser.add_argument("--device", default="cuda", help="cpu: a check of the script itself (no cost part)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_invariance.json"))
+    args = parser.parse_args()
+    card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    result: dict[str, Any] = {"card": card, "torch": torch.__version__, "batch": args.batch}
+
+    def save() -> None:  # after every part: a call cut short keeps what it measured
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    if "layers" in args.parts:
+        result["layers"] = layers_report(args)
+        save()
+    if "tokens" in args.parts:
+        result["tokens"] = {}
+        for matmul, name in UPSAMPLINGS.items():
+            result["tokens"][name] = report = tokens_report(args.weights, args.device, args.images, matmul)
+            print(name, json.dumps(report), flush=True)
+            save()
+    if "cost" in args.parts and args.device == "cuda":
+        result["cost_ms"] = cost_report(args.rows, args.repeats)
+        save()
     print(f"wrote {args.out}")
 
 

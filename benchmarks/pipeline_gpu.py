@@ -38,7 +38,7 @@ import httpx
 import torch
 
 from benchmarks.load import Workload, closed_load, open_load
-from benchmarks.support import differing, draws, metrics, service
+from benchmarks.support import differing, draws, metrics, mixed_batch, service
 from model.clip import ClipEncoder
 from model.config import PAELLA_V1, ModelConfig, SamplerConfig
 from model.denoiser import Denoiser
@@ -330,22 +330,6 @@ def agreement(mini: Path, n: int) -> dict[str, Any]:
         # scattered single tokens, or an early difference carried through the later steps: which, per image
         "images_differing": {"fast_vs_reference": differing(a, b), "alone_vs_batch": differing(alone, b)},
     }
-
-
-def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> float:
-    """A batch of generations at guidance 3..7 and temperatures 0.8..1.2 against each alone."""
-    size = pipe.config.image_size
-    batch = [
-        Draw(
-            Generate(p, size, size),
-            i,
-            base.replace(guidance_scale=3 + i % 5, temp_range=(0.8 + 0.1 * (i % 5),) * 2),
-        )
-        for i, p in enumerate(prompts)
-    ]
-    together = pipe.tokens(batch)
-    alone = torch.cat([pipe.tokens([d]) for d in batch])
-    return round((together == alone).float().mean().item(), 5)
 
 
 def service_mode(args: argparse.Namespace, best: float) -> dict[str, Any]:

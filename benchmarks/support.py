@@ -18,10 +18,12 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.config import SamplerConfig
-from model.ops import Draw, Operation
+from model.ops import Draw, Generate, Operation
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+    from model.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,6 +37,25 @@ def differing(a: Tensor, b: Tensor) -> list[float]:
     largest first."""
     share = (a != b).flatten(1).float().mean(1)
     return sorted((round(v, 4) for v in share.tolist() if v > 0), reverse=True)
+
+
+def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> float:
+    """A batch of generations at guidance 3..7 and temperatures 0.8..1.2 against each alone: the share of
+    tokens equal."""
+    import torch  # here only: the service drivers (scale_out.py, overload_cpu.py) need none
+
+    size = pipe.config.image_size
+    batch = [
+        Draw(
+            Generate(p, size, size),
+            i,
+            base.replace(guidance_scale=3 + i % 5, temp_range=(0.8 + 0.1 * (i % 5),) * 2),
+        )
+        for i, p in enumerate(prompts)
+    ]
+    together = pipe.tokens(batch)
+    alone = torch.cat([pipe.tokens([d]) for d in batch])
+    return round((together == alone).float().mean().item(), 5)
 
 
 def free_port() -> int:
