@@ -32,11 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.support import differing, draws, mixed_batch
+from benchmarks.support import differing, generations, mixed_batch, tokens_in_batches
 from model.config import PAELLA_V1
 from model.denoiser import Denoiser
 from model.graphs import compile_batched
-from model.ops import Generate
 from model.pipeline import Pipeline
 from training import world
 
@@ -152,11 +151,10 @@ def tokens_report(weights: Path, device: str, images: int, matmul: bool) -> dict
     )
     prompts = world.eval_prompts(images, 0).prompts
     size, sampler = pipe.config.image_size, pipe.config.sampler
-    batch = draws([Generate(p, size, size) for p in prompts], list(range(images)), sampler)
+    batch = generations(prompts, size, sampler)
     with matmul_upsampling(pipe.denoiser, matmul):
         pipe.accelerate(compile=device == "cuda")
-        together = torch.cat([pipe.tokens(batch[i : i + 32]) for i in range(0, images, 32)])
-        alone = torch.cat([pipe.tokens([d]) for d in batch])
+        together, alone = tokens_in_batches(pipe, batch), tokens_in_batches(pipe, batch, 1)
         mixed = mixed_batch(pipe, prompts[:32], sampler)
     return {
         "batch_invariance_token_agreement": round((alone == together).float().mean().item(), 5),

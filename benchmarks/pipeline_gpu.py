@@ -38,7 +38,7 @@ import httpx
 import torch
 
 from benchmarks.load import Workload, closed_load, open_load
-from benchmarks.support import differing, draws, metrics, mixed_batch, service
+from benchmarks.support import differing, draws, generations, metrics, mixed_batch, service, tokens_in_batches
 from model.clip import ClipEncoder
 from model.config import PAELLA_V1, ModelConfig, SamplerConfig
 from model.denoiser import Denoiser
@@ -313,13 +313,13 @@ def agreement(mini: Path, n: int) -> dict[str, Any]:
         ref = Pipeline.from_folder(mini, device="cuda", dtype=torch.float32)
         sampler = ref.config.sampler
         size = ref.config.image_size
-        batch = draws([Generate(p, size, size) for p in prompts], list(range(n)), sampler)
-        a = torch.cat([ref.tokens(batch[i : i + 32]) for i in range(0, n, 32)])
+        batch = generations(prompts, size, sampler)
+        a = tokens_in_batches(ref, batch)
         del ref
     fast = Pipeline.from_folder(mini, device="cuda", dtype=FAST_DTYPE)
     fast.accelerate()
-    b = torch.cat([fast.tokens(batch[i : i + 32]) for i in range(0, n, 32)])
-    alone = torch.cat([fast.tokens([d]) for d in batch])  # every seed alone, against its batch of 32
+    b = tokens_in_batches(fast, batch)
+    alone = tokens_in_batches(fast, batch, 1)  # every seed alone, against its batch of 32
     mixed = mixed_batch(fast, prompts[:32], sampler)
     return {
         "model": "paella-mini",

@@ -22,9 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmarks.support import differing, draws
+from benchmarks.support import differing, generations, tokens_in_batches
 from model.config import SamplerConfig
-from model.ops import Generate
 from model.pipeline import Pipeline
 from training import world
 
@@ -45,9 +44,7 @@ class Jittered(nn.Module):
 
 
 def tokens(pipe: Pipeline, prompts: list[str], sampler: SamplerConfig) -> Tensor:
-    size = pipe.config.image_size
-    batch = draws([Generate(p, size, size) for p in prompts], list(range(len(prompts))), sampler)
-    return torch.cat([pipe.tokens(batch[i : i + 32]) for i in range(0, len(batch), 32)])
+    return tokens_in_batches(pipe, generations(prompts, pipe.config.image_size, sampler))
 
 
 def main() -> None:

@@ -32,6 +32,18 @@ def draws(ops: Sequence[Operation], seeds: Sequence[int], sampler: SamplerConfig
     return [Draw(op, seed, sampler) for op, seed in zip(ops, seeds, strict=True)]
 
 
+def generations(prompts: Sequence[str], size: int, sampler: SamplerConfig) -> list[Draw]:
+    """A size x size generation of each prompt, seeded by its index."""
+    return draws([Generate(p, size, size) for p in prompts], range(len(prompts)), sampler)
+
+
+def tokens_in_batches(pipe: Pipeline, batch: Sequence[Draw], size: int = 32) -> Tensor:
+    """The token grids [N, H, W] of `batch`, run `size` draws at a time (1: each alone)."""
+    import torch  # here only: the service drivers (scale_out.py, overload_cpu.py) need none
+
+    return torch.cat([pipe.tokens(batch[i : i + size]) for i in range(0, len(batch), size)])
+
+
 def differing(a: Tensor, b: Tensor) -> list[float]:
     """Of two runs' token grids [N, H, W], the share of differing tokens of each image that has any,
     largest first."""
@@ -42,8 +54,6 @@ def differing(a: Tensor, b: Tensor) -> list[float]:
 def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> float:
     """A batch of generations at guidance 3..7 and temperatures 0.8..1.2 against each alone: the share of
     tokens equal."""
-    import torch  # here only: the service drivers (scale_out.py, overload_cpu.py) need none
-
     size = pipe.config.image_size
     batch = [
         Draw(
@@ -54,7 +64,7 @@ def mixed_batch(pipe: Pipeline, prompts: list[str], base: SamplerConfig) -> floa
         for i, p in enumerate(prompts)
     ]
     together = pipe.tokens(batch)
-    alone = torch.cat([pipe.tokens([d]) for d in batch])
+    alone = tokens_in_batches(pipe, batch, 1)
     return round((together == alone).float().mean().item(), 5)
 
 
