@@ -10,10 +10,11 @@ however small, into a differing token now and then. Three parts:
   and float32;
 - tokens: the fast path on paella-mini (compiled, CUDA graphs), every seed alone against the same seed in
   its batch of 32, and a batch of mixed guidance and temperatures against each alone; with the
-  denoiser's upsampling as the model's ConvTranspose2d (cuDNN on CUDA) and as `MatmulUpsample`, the
-  candidate for the layer an H200 run named first (bfloat16, eager: `up_blocks.1.3`);
+  denoiser's upsampling as the model's ConvTranspose2d (cuDNN's on CUDA: the first layer whose rows
+  depended on their batch in an H200 run of 2026-12-07, bfloat16, eager: `up_blocks.1.3`) and as
+  `MatmulUpsample`, the candidate to replace it;
 - cost: Paella v1's compiled denoiser (random weights, float16) at 2 and 128 rows (one and 64 guided
-  images), both upsamplings, CUDA events.
+  images), both upsamplings, CUDA events; on a CPU, paella-mini's eager denoiser in float32.
 
     PYTHONPATH=. python3 benchmarks/batch_invariance.py --out $OUT/batch_invariance.json
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,47 +105,57 @@ def denoiser_report(pipe: Pipeline, tokens: Tensor, cond: Tensor, r: Tensor) -> 
     }
 
 
+def upsample_by_matmul(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv_transpose2d(x, weight, bias, stride 2, padding 1) for a 4x4 kernel, as one matrix product over
+    the input's 2x2 windows: each window holds the four input pixels, and four of the sixteen kernel taps,
+    that make the 2x2 output pixels it covers. x (B, C_in, H, W), weight (C_in, C_out, 4, 4)."""
+    B, c_in, H, W = x.shape
+    c_out = weight.shape[1]
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C_in)
+    # window (m, n) covers input pixels (m-1, n-1) to (m, n); its pixel (dy, dx) reaches output pixel
+    # (2m-1+a, 2n-1+b) through kernel tap (2 i + a, 2 j + b) with (i, j) = (1 - dy, 1 - dx)
+    windows = torch.cat(
+        [padded[:, 1 - i : H + 2 - i, 1 - j : W + 2 - j] for i in (0, 1) for j in (0, 1)], dim=-1
+    )  # (B, H+1, W+1, 4 C_in), its channels ordered (i, j, C_in)
+    taps = weight.view(c_in, c_out, 2, 2, 2, 2)  # (C_in, C_out, i, a, j, b)
+    taps = taps.permute(3, 5, 1, 2, 4, 0).reshape(4 * c_out, 4 * c_in)  # ((a, b, C_out), (i, j, C_in))
+    out = F.linear(windows, taps, None if bias is None else bias.repeat(4)).view(B, H + 1, W + 1, 2, 2, c_out)
+    out = out.permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H + 2, 2 * W + 2, c_out)  # output row 2m-1+a
+    return out[:, 1:-1, 1:-1].permute(0, 3, 1, 2)  # (B, C_out, 2H, 2W), channels-last memory
+
+
 class MatmulUpsample(nn.ConvTranspose2d):
-    """The denoiser's ConvTranspose2d(kernel 4, stride 2, padding 1) as one matrix product over the input's
-    2x2 windows: each window holds the four input pixels, and four of the sixteen kernel taps, that make
-    the 2x2 output pixels it covers. cuDNN picks a transposed convolution's algorithm, and with it the
-    order of its sums, by the batch size; a candidate to move into `model/denoiser.py` once a GPU run
-    shows what it does to the tokens and to the time."""
+    """The denoiser's ConvTranspose2d(kernel 4, stride 2, padding 1) by `upsample_by_matmul`: the candidate
+    for the layer an H200 run named first. cuDNN picks a transposed convolution's algorithm, and with it the
+    order of its sums, by the batch size; a matrix product's rows, like the denoiser's other products, do
+    not. To move into `model/denoiser.py` (on CUDA only: see `benchmarks/README.md`) once a GPU run shows
+    what it does to the tokens and to the time."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]  # no output_size: always twice the input
-        B, c_in, H, W = x.shape
-        c_out = self.out_channels
-        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C_in)
-        windows = torch.cat(
-            [padded[:, dy : dy + H + 1, dx : dx + W + 1] for dy in (0, 1) for dx in (0, 1)], dim=-1
-        )  # (B, H+1, W+1, 4 C_in): window (m, n) holds input pixels (m-1, n-1) to (m, n)
-        # window pixel (dy, dx) reaches output phase (a, b) through tap (2 (1 - dy) + a, 2 (1 - dx) + b)
-        taps = self.weight.view(c_in, c_out, 2, 2, 2, 2).flip(2, 4)  # (C_in, C_out, dy, a, dx, b)
-        taps = taps.permute(3, 5, 1, 2, 4, 0).reshape(4 * c_out, 4 * c_in)  # ((a, b, C_out), (dy, dx, C_in))
-        bias = None if self.bias is None else self.bias.repeat(4)
-        out = F.linear(windows, taps, bias).view(B, H + 1, W + 1, 2, 2, c_out)
-        out = out.permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H + 2, 2 * W + 2, c_out)  # output row 2m-1+a
-        return out[:, 1:-1, 1:-1].permute(0, 3, 1, 2)  # (B, C_out, 2H, 2W)
+        return upsample_by_matmul(x, self.weight, self.bias)
 
 
 @contextmanager
-def matmul_upsampling(den: Denoiser, on: bool) -> Iterator[None]:
-    """With `on`, the denoiser's transposed convolutions run as `MatmulUpsample` (same parameters)."""
-    layers = [m for m in den.modules() if type(m) is nn.ConvTranspose2d]
-    if on:
-        for m in layers:
-            m.__class__ = MatmulUpsample
+def upsampling(den: Denoiser, kind: type[nn.ConvTranspose2d]) -> Iterator[None]:
+    """The denoiser's upsampling layers computed as `kind` (same parameters) for a while."""
+    layers = [m for m in den.modules() if isinstance(m, nn.ConvTranspose2d)]
+    before = [type(m) for m in layers]
+    for m in layers:
+        m.__class__ = kind
     try:
         yield
     finally:
-        for m in layers:
-            m.__class__ = nn.ConvTranspose2d
+        for m, k in zip(layers, before, strict=True):
+            m.__class__ = k
 
 
-UPSAMPLINGS = {False: "ConvTranspose2d (the model's: cuDNN on CUDA)", True: "MatmulUpsample (candidate)"}
+UPSAMPLINGS: dict[str, type[nn.ConvTranspose2d]] = {
+    "ConvTranspose2d (the model's: cuDNN's on CUDA, oneDNN's on a CPU)": nn.ConvTranspose2d,
+    "MatmulUpsample (candidate)": MatmulUpsample,
+}
 
 
-def tokens_report(weights: Path, device: str, images: int, matmul: bool) -> dict[str, Any]:
+def tokens_report(weights: Path, device: str, images: int, kind: type[nn.ConvTranspose2d]) -> dict[str, Any]:
     """The fast path's tokens, every seed alone against in its batch of 32, and a mixed batch against each
     alone (the measures of `pipeline_gpu.py`)."""
     pipe = Pipeline.from_folder(
@@ -152,7 +164,7 @@ def tokens_report(weights: Path, device: str, images: int, matmul: bool) -> dict
     prompts = world.eval_prompts(images, 0).prompts
     size, sampler = pipe.config.image_size, pipe.config.sampler
     batch = generations(prompts, size, sampler)
-    with matmul_upsampling(pipe.denoiser, matmul):
+    with upsampling(pipe.denoiser, kind):
         pipe.accelerate(compile=device == "cuda")
         together, alone = tokens_in_batches(pipe, batch), tokens_in_batches(pipe, batch, 1)
         mixed = mixed_batch(pipe, prompts[:32], sampler)
@@ -163,35 +175,48 @@ def tokens_report(weights: Path, device: str, images: int, matmul: bool) -> dict
     }
 
 
-def cost_report(rows: list[int], repeats: int) -> dict[str, Any]:
-    """Milliseconds per call of Paella v1's compiled denoiser (random weights, float16) at each number of
-    rows, with each upsampling, alternating within one process."""
-    torch.manual_seed(0)
-    config = PAELLA_V1.denoiser
-    with torch.device("cuda"):
-        den = Denoiser(config).to(FAST_DTYPE).eval().requires_grad_(False)
-    grid = PAELLA_V1.grid(256, 256)
+def cost_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Milliseconds per call of the denoiser at each number of rows, with each upsampling, one after the
+    other in one process: on CUDA Paella v1's, compiled (random weights, float16, CUDA events); on a CPU
+    paella-mini's, eager in float32 (the embedded default's)."""
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.manual_seed(0)
+        config, grid = PAELLA_V1.denoiser, PAELLA_V1.grid(256, 256)
+        with torch.device("cuda"):
+            den = Denoiser(config).to(FAST_DTYPE).eval().requires_grad_(False)
+    else:
+        pipe = Pipeline.from_folder(args.weights, device="cpu", dtype=torch.float32)
+        den, config = pipe.denoiser, pipe.config.denoiser
+        grid = pipe.config.grid(pipe.config.image_size, pipe.config.image_size)
+    dtype = next(den.parameters()).dtype
     out: dict[str, Any] = {}
-    for matmul, name in UPSAMPLINGS.items():
-        with matmul_upsampling(den, matmul), torch.inference_mode():
-            compiled = compile_batched(den)
+    for name, kind in UPSAMPLINGS.items():
+        with upsampling(den, kind), torch.inference_mode():
+            run = compile_batched(den) if cuda else den
             timings = {}
-            for n in rows:
-                tokens = torch.randint(0, config.num_labels, (n, *grid), device="cuda")
-                cond = torch.randn(n, config.c_clip, device="cuda", dtype=FAST_DTYPE)
-                r = torch.rand(n, device="cuda")
+            for n in args.rows:
+                tokens = torch.randint(0, config.num_labels, (n, *grid), device=args.device)
+                cond = torch.randn(n, config.c_clip, device=args.device, dtype=dtype)
+                r = torch.rand(n, device=args.device)
                 for _ in range(3):
-                    compiled(tokens, cond, r)
+                    run(tokens, cond, r)
                 times = []
-                for _ in range(repeats):
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    compiled(tokens, cond, r)
-                    end.record()
-                    end.synchronize()
-                    times.append(start.elapsed_time(end))
+                for _ in range(args.repeats):
+                    if cuda:
+                        events = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+                        events[0].record()
+                        run(tokens, cond, r)
+                        events[1].record()
+                        events[1].synchronize()
+                        times.append(events[0].elapsed_time(events[1]))
+                    else:
+                        began = time.perf_counter()
+                        run(tokens, cond, r)
+                        times.append(1e3 * (time.perf_counter() - began))
                 timings[n] = round(statistics.median(times), 3)
-        torch._dynamo.reset()  # the next variant compiles its own graph
+        if cuda:
+            torch._dynamo.reset()  # the next variant compiles its own graph
         out[name] = timings
         print(name, json.dumps(timings), flush=True)
     return out
@@ -257,7 +282,7 @@ def main() -> None:
     parser.add_argument(
         "--parts", nargs="+", choices=("layers", "tokens", "cost"), default=["layers", "tokens", "cost"]
     )
-    parser.add_argument("--device", default="cuda", help="cpu: a check of the script itself (no cost part)")
+    parser.add_argument("--device", default="cuda", help="cpu: paella-mini's eager path (embedded default)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_invariance.json"))
     args = parser.parse_args()
     card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
@@ -272,12 +297,12 @@ def main() -> None:
         save()
     if "tokens" in args.parts:
         result["tokens"] = {}
-        for matmul, name in UPSAMPLINGS.items():
-            result["tokens"][name] = report = tokens_report(args.weights, args.device, args.images, matmul)
+        for name, kind in UPSAMPLINGS.items():
+            result["tokens"][name] = report = tokens_report(args.weights, args.device, args.images, kind)
             print(name, json.dumps(report), flush=True)
             save()
-    if "cost" in args.parts and args.device == "cuda":
-        result["cost_ms"] = cost_report(args.rows, args.repeats)
+    if "cost" in args.parts:
+        result["cost_ms"] = cost_report(args)
         save()
     print(f"wrote {args.out}")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.batch_invariance import MatmulUpsample, matmul_upsampling
+from benchmarks.batch_invariance import MatmulUpsample, upsampling
 from benchmarks.pipeline_gpu import reference_mode
 from benchmarks.support import differing
 from model.config import DenoiserConfig
@@ -30,18 +30,21 @@ def test_differing_lists_the_share_of_each_image_that_differs_largest_first():
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 4, 6), (1, 3, 1, 1), (3, 4, 5, 3)])
-def test_the_matmul_upsampling_candidate_is_the_transposed_convolution_it_would_replace(shape):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_matmul_upsampling_candidate_is_the_transposed_convolution_it_would_replace(shape, channels_last):
     B, c_in, H, W = shape
     torch.manual_seed(0)
     layer = nn.ConvTranspose2d(c_in, 7, kernel_size=4, stride=2, padding=1).double()
     x = torch.randn(B, c_in, H, W, dtype=torch.float64)
+    if channels_last:  # as the denoiser's features travel
+        x = x.contiguous(memory_format=torch.channels_last)
     expected = layer(x)
-    layer.__class__ = MatmulUpsample  # as `matmul_upsampling` swaps the denoiser's layers
-    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+    layer.__class__ = MatmulUpsample  # as `upsampling` swaps the denoiser's layers
     assert layer(x).shape == (B, 7, 2 * H, 2 * W)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_matmul_upsampling_swaps_the_denoisers_transposed_convolutions_and_puts_them_back():
+def test_upsampling_swaps_the_denoisers_transposed_convolutions_and_puts_them_back():
     config = DenoiserConfig(
         num_labels=16, c_hidden=16, c_clip=8, c_r=8, down_levels=(1, 1, 1), up_levels=(1, 1, 1)
     )
@@ -51,6 +54,6 @@ def test_matmul_upsampling_swaps_the_denoisers_transposed_convolutions_and_puts_
         return [type(m) for m in den.modules() if isinstance(m, nn.ConvTranspose2d)]
 
     assert kinds() == [nn.ConvTranspose2d] * 2
-    with matmul_upsampling(den, True):
+    with upsampling(den, MatmulUpsample):
         assert kinds() == [MatmulUpsample] * 2
     assert kinds() == [nn.ConvTranspose2d] * 2
