@@ -10,4 +10,6 @@ export PAELLA_TEST_REDIS_URL=${PAELLA_TEST_REDIS_URL:-redis://127.0.0.1:${REDIS_
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/pytest -q "$@"
+# Two worker processes: most of the suite waits on the services, workers and Redis servers it starts, so
+# two cores run it in about two thirds of the time (4m24 -> 2m47 here); `-n 0` after it runs one process.
+.venv/bin/pytest -q -n 2 "$@"
