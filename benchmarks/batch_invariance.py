@@ -9,12 +9,15 @@ however small, into a differing token now and then. Three parts:
   text tower's embeddings; in float16 (the fast path's), float16 with fp32 split-K reductions, bfloat16
   and float32;
 - tokens: the fast path on paella-mini (compiled, CUDA graphs), every seed alone against the same seed in
-  its batch of 32, and a batch of mixed guidance and temperatures against each alone; with the
-  denoiser's upsampling as the model's ConvTranspose2d (cuDNN's on CUDA: the first layer whose rows
-  depended on their batch in an H200 run of 2026-12-07, bfloat16, eager: `up_blocks.1.3`) and as
-  `MatmulUpsample`, the candidate to replace it;
+  its batch of 32 (with the batch's cached text embeddings, as `pipeline_gpu.py` measures, and with the
+  cache emptied, as the service meets a new prompt), and a batch of mixed guidance and temperatures
+  against each alone; with the denoiser's upsampling as the model's ConvTranspose2d (cuDNN's on CUDA: the
+  first layer whose rows depended on their batch in an H200 run of 2026-12-07, bfloat16, eager:
+  `up_blocks.1.3`) and as `MatmulUpsample`, the candidate to replace it; and with prompts encoded
+  together (the model's) and in chunks of `TEXT_ROWS`, the candidate for the text tower;
 - cost: Paella v1's compiled denoiser (random weights, float16) at 2 and 128 rows (one and 64 guided
-  images), both upsamplings, CUDA events; on a CPU, paella-mini's eager denoiser in float32.
+  images), both upsamplings, CUDA events; its text tower for 1, 8 and 64 prompts, together and in
+  chunks; on a CPU, paella-mini's eager denoiser and text tower in float32.
 
     PYTHONPATH=. python3 benchmarks/batch_invariance.py --out $OUT/batch_invariance.json
 """
@@ -35,9 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.support import differing, generations, mixed_batch, tokens_in_batches
+from model.clip import ClipEncoder
 from model.config import PAELLA_V1
 from model.denoiser import Denoiser
-from model.graphs import compile_batched
+from model.graphs import BUCKETS, BucketGraphs, compile_batched
 from model.pipeline import Pipeline
 from training import world
 
@@ -153,11 +157,23 @@ UPSAMPLINGS: dict[str, type[nn.ConvTranspose2d]] = {
     "ConvTranspose2d (the model's: cuDNN's on CUDA, oneDNN's on a CPU)": nn.ConvTranspose2d,
     "MatmulUpsample (candidate)": MatmulUpsample,
 }
+TEXT_ROWS = 8  # the candidate chunk for the text tower (`Pipeline.accelerate(text_rows=...)`)
+
+# (upsampling, text_rows) of the tokens part: the model's today, each candidate, both
+VARIANTS: dict[str, tuple[type[nn.ConvTranspose2d], int | None]] = {
+    "ConvTranspose2d, prompts encoded together (the model's)": (nn.ConvTranspose2d, None),
+    "MatmulUpsample, prompts encoded together": (MatmulUpsample, None),
+    f"ConvTranspose2d, prompts in chunks of {TEXT_ROWS}": (nn.ConvTranspose2d, TEXT_ROWS),
+    f"MatmulUpsample, prompts in chunks of {TEXT_ROWS}": (MatmulUpsample, TEXT_ROWS),
+}
 
 
-def tokens_report(weights: Path, device: str, images: int, kind: type[nn.ConvTranspose2d]) -> dict[str, Any]:
-    """The fast path's tokens, every seed alone against in its batch of 32, and a mixed batch against each
-    alone (the measures of `pipeline_gpu.py`)."""
+def tokens_report(
+    weights: Path, device: str, images: int, kind: type[nn.ConvTranspose2d], text_rows: int | None
+) -> dict[str, Any]:
+    """The fast path's tokens, every seed alone against in its batch of 32 (with the batch's cached text
+    embeddings, as `pipeline_gpu.py` measures, and with the cache emptied first, as the service meets an
+    uncached prompt), and a mixed batch against each alone."""
     pipe = Pipeline.from_folder(
         weights, device=device, dtype=FAST_DTYPE if device == "cuda" else torch.float32
     )
@@ -165,14 +181,58 @@ def tokens_report(weights: Path, device: str, images: int, kind: type[nn.ConvTra
     size, sampler = pipe.config.image_size, pipe.config.sampler
     batch = generations(prompts, size, sampler)
     with upsampling(pipe.denoiser, kind):
-        pipe.accelerate(compile=device == "cuda")
+        pipe.accelerate(compile=device == "cuda", text_rows=text_rows)
         together, alone = tokens_in_batches(pipe, batch), tokens_in_batches(pipe, batch, 1)
+        pipe.clip.clear_cache()
+        fresh = tokens_in_batches(pipe, batch, 1)
         mixed = mixed_batch(pipe, prompts[:32], sampler)
     return {
         "batch_invariance_token_agreement": round((alone == together).float().mean().item(), 5),
         "images_differing": differing(alone, together),
+        "uncached_text_batch_invariance_token_agreement": round((fresh == together).float().mean().item(), 5),
+        "uncached_text_images_differing": differing(fresh, together),
         "mixed_batch_invariance_token_agreement": mixed,
     }
+
+
+def text_cost_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Milliseconds to encode 1, 8 and 64 distinct prompts (tokenizing included, no cache), through CUDA
+    graphs per bucket as the fast path does, with prompts encoded together and in chunks of `TEXT_ROWS`:
+    on CUDA Paella v1's text tower (random weights, float16); on a CPU paella-mini's."""
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            clip = ClipEncoder(PAELLA_V1.clip).to(FAST_DTYPE).eval()
+    else:
+        clip = Pipeline.from_folder(args.weights, device="cpu", dtype=torch.float32).clip
+        clip.cache_size = 0  # every call encodes
+    prompts = world.eval_prompts(64, 0).prompts
+    out: dict[str, Any] = {}
+    for rows in (None, TEXT_ROWS):
+        clip.text_rows = rows
+        clip.text_tower = BucketGraphs(
+            clip.model.encode_text, BUCKETS if rows is None else (rows,), capture=cuda
+        )
+        timings = {}
+        with torch.inference_mode():
+            for n in (1, 8, 64):
+                for _ in range(3):
+                    clip.encode_text(prompts[:n])
+                times = []
+                for _ in range(args.repeats):
+                    if cuda:
+                        torch.cuda.synchronize()
+                    began = time.perf_counter()
+                    clip.encode_text(prompts[:n])
+                    if cuda:
+                        torch.cuda.synchronize()
+                    times.append(1e3 * (time.perf_counter() - began))
+                timings[n] = round(statistics.median(times), 3)
+        name = "together" if rows is None else f"chunks of {rows}"
+        out[name] = timings
+        print("text", name, json.dumps(timings), flush=True)
+    return out
 
 
 def cost_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -297,12 +357,15 @@ def main() -> None:
         save()
     if "tokens" in args.parts:
         result["tokens"] = {}
-        for name, kind in UPSAMPLINGS.items():
-            result["tokens"][name] = report = tokens_report(args.weights, args.device, args.images, kind)
+        for name, (kind, rows) in VARIANTS.items():
+            report = tokens_report(args.weights, args.device, args.images, kind, rows)
+            result["tokens"][name] = report
             print(name, json.dumps(report), flush=True)
             save()
     if "cost" in args.parts:
         result["cost_ms"] = cost_report(args)
+        save()
+        result["text_cost_ms"] = text_cost_report(args)
         save()
     print(f"wrote {args.out}")
 

@@ -115,6 +115,7 @@ class ClipEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(pre.get("std") or OPENAI_DATASET_STD), persistent=False)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_rows: int | None = None
         self.text_tower: Callable[[torch.Tensor], torch.Tensor] = (
             self.model.encode_text
         )  # token ids -> embeddings
@@ -144,16 +145,31 @@ class ClipEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def text_rows(self) -> int | None:
+        """None: prompts are encoded together, in batches of any size. A number: in chunks of exactly that
+        many rows (the last padded with empty ones), so a prompt's embedding is the same bits whatever was
+        encoded beside it: products and attention pick their kernels, and round, by the batch size."""
+        return self._text_rows
+
+    @text_rows.setter
+    def text_rows(self, rows: int | None) -> None:
+        if rows is not None and rows < 1:
+            raise ValueError(f"text_rows must be at least 1, got {rows}")
+        self._text_rows = rows
+
     def clear_cache(self) -> None:
         self._cache.clear()
 
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """Text embeddings [B, embed_dim]; in eval mode recent prompts come from an LRU cache."""
-        if not self.cache_size or self.training:
+        if self.training:
             return self.model.encode_text(to_device(self.tokenizer(list(prompts)), self.device))
+        if not self.cache_size:
+            return self._encode(list(prompts))
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
-            fresh = self.text_tower(to_device(self.tokenizer(missing), self.device))
+            fresh = self._encode(missing)
             self._cache.update(zip(missing, fresh.detach(), strict=True))
         out = torch.stack([self._cache[p] for p in prompts])
         for p in prompts:
@@ -161,6 +177,19 @@ class ClipEncoder(nn.Module):
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return out
+
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        """The text tower's embeddings of `prompts`, in chunks of `text_rows` when it is set."""
+        ids = to_device(self.tokenizer(prompts), self.device)
+        rows = self.text_rows
+        if rows is None:
+            return self.text_tower(ids)
+        chunks = []
+        for chunk in ids.split(rows):
+            n = len(chunk)
+            padded = torch.cat([chunk, chunk.new_zeros(rows - n, chunk.shape[1])]) if n < rows else chunk
+            chunks.append(self.text_tower(padded)[:n])
+        return torch.cat(chunks)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, H, W] in [0, 1] to the tower's input: shorter side resized (bicubic, antialiased),

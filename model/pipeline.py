@@ -118,6 +118,7 @@ class Pipeline:
         compile: bool = True,
         capture: bool | None = None,
         autotune: bool = False,
+        text_rows: int | None = None,
     ) -> None:
         """The fast path: the denoiser and the VQGAN decoder compiled for the native canvas (torch.compile,
         every batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
@@ -129,8 +130,10 @@ class Pipeline:
         `capture` defaults to CUDA only; with capture False, batches still go through the buckets' padding
         (to check it on a CPU). `autotune` lets cuDNN time its convolution algorithms for every new shape
         (`cudnn.benchmark`); off, cuDNN's heuristics choose: on the H100 the same speed at batch 1 and 64,
-        and a restart's warm-up 30 s instead of 114 s (`benchmarks/README.md`).
+        and a restart's warm-up 30 s instead of 114 s (`benchmarks/README.md`). `text_rows`: prompts encoded
+        in chunks of that many rows (`ClipEncoder.text_rows`), off until a GPU run weighs it.
         """
+        self.clip.text_rows = text_rows
         cuda = self.device.type == "cuda"
         capture = cuda if capture is None else capture
         if available(self.device):
@@ -154,12 +157,13 @@ class Pipeline:
         pool = torch.cuda.graph_pool_handle() if capture else None
         self.buckets = tuple(sorted(buckets))
 
-        def graphs(fn: Callable[..., Any]) -> BucketGraphs:
-            return BucketGraphs(fn, buckets, pool=pool, capture=capture, events=self.graph_events)
+        def graphs(fn: Callable[..., Any], sizes: Sequence[int] = buckets) -> BucketGraphs:
+            return BucketGraphs(fn, sizes, pool=pool, capture=capture, events=self.graph_events)
 
         self._sample, self._decode, self._encode = graphs(run), graphs(decode), graphs(self.vqgan.encode)
         clip = self.clip
-        clip.text_tower, clip.image_tower = graphs(clip.model.encode_text), graphs(clip.model.encode_image)
+        text = graphs(clip.model.encode_text, buckets if text_rows is None else (text_rows,))
+        clip.text_tower, clip.image_tower = text, graphs(clip.model.encode_image)
         self._graphs = [self._sample, self._decode, self._encode, clip.text_tower, clip.image_tower]
         self.exact_vqgan = False
 

@@ -61,6 +61,27 @@ def test_text_cache_is_a_bounded_lru_and_agrees_with_fresh_encodes(encoder):
     assert len(encoder._cache) == 3
 
 
+def test_text_rows_encode_in_padded_chunks_of_that_many_rows(encoder):
+    """A prompt's embedding is the one its chunk of `text_rows` rows gives it: the same bits alone, in
+    a batch of three and in the second chunk of six."""
+    prompts = ["a red circle", "a blue square", "a green triangle", "two purple squares", "a big orange", "a"]
+    ids = encoder.tokenizer(prompts)
+    encoder.clear_cache()
+    encoder.text_rows = 4
+    try:
+        with torch.inference_mode():
+            chunked = encoder.encode_text(prompts)
+            encoder.clear_cache()
+            alone = [encoder.encode_text([p])[0] for p in prompts[3:5]]
+            first = encoder.model.encode_text(ids[:4])
+            second = encoder.model.encode_text(torch.cat([ids[4:], torch.zeros_like(ids[:2])]))[:2]
+    finally:
+        encoder.text_rows = None
+        encoder.clear_cache()
+    assert torch.equal(chunked, torch.cat([first, second]))
+    assert torch.equal(alone[0], first[3]) and torch.equal(alone[1], second[0])
+
+
 def test_encode_image_resizes_crops_and_normalises_like_open_clip(encoder):
     g = torch.Generator().manual_seed(1)
     square = torch.rand(2, 3, 32, 32, generator=g)

@@ -329,6 +329,25 @@ def test_warmup_reaches_every_text_bucket_a_batch_can_use(tiny_model_dir):
     assert sorted(key[0] for key in pipe.clip.text_tower._graphs) == [1, 2, 4, 8]  # 8 was left out
 
 
+def test_text_rows_encode_every_prompt_in_one_graph_of_that_many_rows(tiny_model_dir):
+    """With `text_rows`, warm-up's prompts of every batch size land in the one bucket, and a prompt's
+    embedding is the same bits alone and beside others (the encoder's test has the chunking)."""
+    pipe = Pipeline.from_folder(tiny_model_dir)
+    with pytest.raises(ValueError, match="text_rows must be at least 1"):
+        pipe.accelerate((1, 2, 4), compile=False, capture=False, text_rows=0)
+    pipe.accelerate((1, 2, 4), compile=False, capture=False, text_rows=4)
+    assert pipe.clip.text_rows == 4
+    pipe.warmup(2, width=32, height=32)
+    assert sorted(key[0] for key in pipe.clip.text_tower._graphs) == [4]
+    with torch.inference_mode():  # as the pipeline's own calls
+        alone = pipe.clip.encode_text(["a blue square"])
+        pipe.clip.clear_cache()
+        beside = pipe.clip.encode_text(["a red circle", "a blue square", "a green triangle"])
+    assert torch.equal(alone[0], beside[1])
+    pipe.accelerate((1, 2, 4), compile=False, capture=False)
+    assert pipe.clip.text_rows is None
+
+
 def test_render_decodes_chosen_steps_of_the_same_pass(pipe):
     """Previews come from the sampling pass that makes the pictures: the pictures are `images`' own, and a
     draw's previews are its own whatever the batch asks of the others."""
