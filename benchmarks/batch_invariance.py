@@ -159,12 +159,13 @@ UPSAMPLINGS: dict[str, type[nn.ConvTranspose2d]] = {
 }
 TEXT_ROWS = 8  # the candidate chunk for the text tower (`Pipeline.accelerate(text_rows=...)`)
 
-# (upsampling, text_rows) of the tokens part: the model's today, each candidate, both
+# (upsampling, text_rows) of the tokens part: both candidates, the model's today, each candidate alone
+# (in this order: a call cut short keeps the ones that decide)
 VARIANTS: dict[str, tuple[type[nn.ConvTranspose2d], int | None]] = {
+    f"MatmulUpsample, prompts in chunks of {TEXT_ROWS}": (MatmulUpsample, TEXT_ROWS),
     "ConvTranspose2d, prompts encoded together (the model's)": (nn.ConvTranspose2d, None),
     "MatmulUpsample, prompts encoded together": (MatmulUpsample, None),
     f"ConvTranspose2d, prompts in chunks of {TEXT_ROWS}": (nn.ConvTranspose2d, TEXT_ROWS),
-    f"MatmulUpsample, prompts in chunks of {TEXT_ROWS}": (MatmulUpsample, TEXT_ROWS),
 }
 
 
