@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.support import differing, generations, mixed_batch, tokens_in_batches
-from model.clip import ClipEncoder
+from model.clip import TEXT_ROWS, ClipEncoder
 from model.config import PAELLA_V1
-from model.denoiser import Denoiser
+from model.denoiser import Denoiser, Upsample, upsample_by_matmul
 from model.graphs import BUCKETS, BucketGraphs, compile_batched
 from model.pipeline import Pipeline
 from training import world
@@ -109,31 +108,9 @@ def denoiser_report(pipe: Pipeline, tokens: Tensor, cond: Tensor, r: Tensor) -> 
     }
 
 
-def upsample_by_matmul(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """conv_transpose2d(x, weight, bias, stride 2, padding 1) for a 4x4 kernel, as one matrix product over
-    the input's 2x2 windows: each window holds the four input pixels, and four of the sixteen kernel taps,
-    that make the 2x2 output pixels it covers. x (B, C_in, H, W), weight (C_in, C_out, 4, 4)."""
-    B, c_in, H, W = x.shape
-    c_out = weight.shape[1]
-    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C_in)
-    # window (m, n) covers input pixels (m-1, n-1) to (m, n); its pixel (dy, dx) reaches output pixel
-    # (2m-1+a, 2n-1+b) through kernel tap (2 i + a, 2 j + b) with (i, j) = (1 - dy, 1 - dx)
-    windows = torch.cat(
-        [padded[:, 1 - i : H + 2 - i, 1 - j : W + 2 - j] for i in (0, 1) for j in (0, 1)], dim=-1
-    )  # (B, H+1, W+1, 4 C_in), its channels ordered (i, j, C_in)
-    taps = weight.view(c_in, c_out, 2, 2, 2, 2)  # (C_in, C_out, i, a, j, b)
-    taps = taps.permute(3, 5, 1, 2, 4, 0).reshape(4 * c_out, 4 * c_in)  # ((a, b, C_out), (i, j, C_in))
-    out = F.linear(windows, taps, None if bias is None else bias.repeat(4)).view(B, H + 1, W + 1, 2, 2, c_out)
-    out = out.permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H + 2, 2 * W + 2, c_out)  # output row 2m-1+a
-    return out[:, 1:-1, 1:-1].permute(0, 3, 1, 2)  # (B, C_out, 2H, 2W), channels-last memory
-
-
-class MatmulUpsample(nn.ConvTranspose2d):
-    """The denoiser's ConvTranspose2d(kernel 4, stride 2, padding 1) by `upsample_by_matmul`: the candidate
-    for the layer an H200 run named first. cuDNN picks a transposed convolution's algorithm, and with it the
-    order of its sums, by the batch size; a matrix product's rows, like the denoiser's other products, do
-    not. To move into `model/denoiser.py` (on CUDA only: see `benchmarks/README.md`) once a GPU run shows
-    what it does to the tokens and to the time."""
+class MatmulUpsample(Upsample):
+    """The model's `Upsample` computing by `upsample_by_matmul` on every device (the model's does on CUDA
+    only), so that a CPU run can weigh it too."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]  # no output_size: always twice the input
         return upsample_by_matmul(x, self.weight, self.bias)
@@ -154,16 +131,20 @@ def upsampling(den: Denoiser, kind: type[nn.ConvTranspose2d]) -> Iterator[None]:
 
 
 UPSAMPLINGS: dict[str, type[nn.ConvTranspose2d]] = {
-    "ConvTranspose2d (the model's: cuDNN's on CUDA, oneDNN's on a CPU)": nn.ConvTranspose2d,
-    "MatmulUpsample (candidate)": MatmulUpsample,
+    "ConvTranspose2d (cuDNN's on CUDA, oneDNN's on a CPU; the model's on CUDA until 2026-12-07)": (
+        nn.ConvTranspose2d
+    ),
+    "upsample_by_matmul (the model's on CUDA since)": MatmulUpsample,
 }
-TEXT_ROWS = 8  # the candidate chunk for the text tower (`Pipeline.accelerate(text_rows=...)`)
 
-# (upsampling, text_rows) of the tokens part: both candidates, the model's today, each candidate alone
-# (in this order: a call cut short keeps the ones that decide)
+# (upsampling, text_rows) of the tokens part: the model's on CUDA since 2026-12-07, its path before, each
+# of the two changes alone (in this order: a call cut short keeps the ones that decide)
 VARIANTS: dict[str, tuple[type[nn.ConvTranspose2d], int | None]] = {
-    f"MatmulUpsample, prompts in chunks of {TEXT_ROWS}": (MatmulUpsample, TEXT_ROWS),
-    "ConvTranspose2d, prompts encoded together (the model's)": (nn.ConvTranspose2d, None),
+    f"MatmulUpsample, prompts in chunks of {TEXT_ROWS} (the model's on CUDA)": (MatmulUpsample, TEXT_ROWS),
+    "ConvTranspose2d, prompts encoded together (the model's on CUDA until 2026-12-07)": (
+        nn.ConvTranspose2d,
+        None,
+    ),
     "MatmulUpsample, prompts encoded together": (MatmulUpsample, None),
     f"ConvTranspose2d, prompts in chunks of {TEXT_ROWS}": (nn.ConvTranspose2d, TEXT_ROWS),
 }

@@ -62,6 +62,44 @@ class ResBlock(nn.Module):
         return x + h.permute(0, 3, 1, 2)
 
 
+def upsample_by_matmul(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv_transpose2d(x, weight, bias, stride 2, padding 1) for a 4x4 kernel, as one matrix product over
+    the input's 2x2 windows: each window holds the four input pixels, and four of the sixteen kernel taps,
+    that make the 2x2 output pixels it covers. x (B, C_in, H, W), weight (C_in, C_out, 4, 4)."""
+    B, c_in, H, W = x.shape
+    c_out = weight.shape[1]
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (B, H+2, W+2, C_in)
+    # window (m, n) covers input pixels (m-1, n-1) to (m, n); its pixel (dy, dx) reaches output pixel
+    # (2m-1+a, 2n-1+b) through kernel tap (2 i + a, 2 j + b) with (i, j) = (1 - dy, 1 - dx)
+    windows = torch.cat(
+        [padded[:, 1 - i : H + 2 - i, 1 - j : W + 2 - j] for i in (0, 1) for j in (0, 1)], dim=-1
+    )  # (B, H+1, W+1, 4 C_in), its channels ordered (i, j, C_in)
+    taps = weight.view(c_in, c_out, 2, 2, 2, 2)  # (C_in, C_out, i, a, j, b)
+    taps = taps.permute(3, 5, 1, 2, 4, 0).reshape(4 * c_out, 4 * c_in)  # ((a, b, C_out), (i, j, C_in))
+    out = F.linear(windows, taps, None if bias is None else bias.repeat(4)).view(B, H + 1, W + 1, 2, 2, c_out)
+    out = out.permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H + 2, 2 * W + 2, c_out)  # output row 2m-1+a
+    return out[:, 1:-1, 1:-1].permute(0, 3, 1, 2)  # (B, C_out, 2H, 2W), channels-last memory
+
+
+class Upsample(nn.ConvTranspose2d):
+    """ConvTranspose2d(c_in, c_out, kernel 4, stride 2, padding 1); on CUDA computed by `upsample_by_matmul`.
+
+    cuDNN picks a transposed convolution's algorithm, and with it the order of its sums, by the batch size:
+    a row's logits, and now and then its tokens, depended on the rows beside it (the first of the denoiser's
+    layers that did, in an H200 run). A matrix product's rows do not, as the denoiser's other products and
+    convolutions don't. On a CPU oneDNN's transposed convolution stays: float32 products there round by
+    batch size anyway, and it is faster at paella-mini's sizes (`benchmarks/README.md`).
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(c_in, c_out, kernel_size=4, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]  # no output_size: always twice the input
+        if not x.is_cuda:
+            return super().forward(x)
+        return upsample_by_matmul(x, self.weight, self.bias)
+
+
 class Denoiser(nn.Module):
     """Predicts logits over the codebook at every token position from noised tokens, CLIP and r."""
 
@@ -90,7 +128,7 @@ class Denoiser(nn.Module):
                 for j in range(n)
             ]
             if i < len(config.up_levels) - 1:
-                up.append(nn.ConvTranspose2d(c, deep_to_shallow[i + 1], kernel_size=4, stride=2, padding=1))
+                up.append(Upsample(c, deep_to_shallow[i + 1]))
             self.up_blocks.append(nn.ModuleList(up))
 
         self.clf = nn.Conv2d(c_levels[0], config.num_labels, kernel_size=1)

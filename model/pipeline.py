@@ -15,14 +15,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from model.clip import ClipEncoder
+from model.clip import TEXT_ROWS, ClipEncoder
 from model.config import ModelConfig
 from model.denoiser import Denoiser
 from model.folder import read_extra
@@ -118,7 +118,7 @@ class Pipeline:
         compile: bool = True,
         capture: bool | None = None,
         autotune: bool = False,
-        text_rows: int | None = None,
+        text_rows: int | Literal["cuda"] | None = "cuda",
     ) -> None:
         """The fast path: the denoiser and the VQGAN decoder compiled for the native canvas (torch.compile,
         every batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
@@ -131,10 +131,10 @@ class Pipeline:
         (to check it on a CPU). `autotune` lets cuDNN time its convolution algorithms for every new shape
         (`cudnn.benchmark`); off, cuDNN's heuristics choose: on the H100 the same speed at batch 1 and 64,
         and a restart's warm-up 30 s instead of 114 s (`benchmarks/README.md`). `text_rows`: prompts encoded
-        in chunks of that many rows (`ClipEncoder.text_rows`), off until a GPU run weighs it.
+        in chunks of that many rows (`ClipEncoder.text_rows`); "cuda", of `TEXT_ROWS` on CUDA only.
         """
-        self.clip.text_rows = text_rows
         cuda = self.device.type == "cuda"
+        self.clip.text_rows = (TEXT_ROWS if cuda else None) if text_rows == "cuda" else text_rows
         capture = cuda if capture is None else capture
         if available(self.device):
             self.pick = pick_codes_fused
@@ -162,7 +162,7 @@ class Pipeline:
 
         self._sample, self._decode, self._encode = graphs(run), graphs(decode), graphs(self.vqgan.encode)
         clip = self.clip
-        text = graphs(clip.model.encode_text, buckets if text_rows is None else (text_rows,))
+        text = graphs(clip.model.encode_text, buckets if clip.text_rows is None else (clip.text_rows,))
         clip.text_tower, clip.image_tower = text, graphs(clip.model.encode_image)
         self._graphs = [self._sample, self._decode, self._encode, clip.text_tower, clip.image_tower]
         self.exact_vqgan = False

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model.config import PAELLA_V1, DenoiserConfig
-from model.denoiser import Denoiser
+from model.denoiser import Denoiser, Upsample, upsample_by_matmul
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TINY = DenoiserConfig(
@@ -54,6 +55,22 @@ def test_grid_must_be_a_multiple_of_the_grid_multiple_and_at_least_twice_it(tiny
     tokens, clip, r = inputs(1, *size)
     with pytest.raises(ValueError, match="multiples of 4, at least 8"):
         tiny(tokens, clip, r)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 6), (1, 3, 1, 1), (3, 4, 5, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_by_matmul_is_the_transposed_convolution(shape, channels_last: bool):
+    B, c_in, H, W = shape
+    torch.manual_seed(0)
+    layer = Upsample(c_in, 7).double()
+    x = torch.randn(B, c_in, H, W, dtype=torch.float64)
+    if channels_last:  # as the denoiser's features travel
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.conv_transpose2d(x, layer.weight, layer.bias, stride=2, padding=1)
+    out = upsample_by_matmul(x, layer.weight, layer.bias)
+    assert out.shape == (B, 7, 2 * H, 2 * W)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)  # on a CPU, the library's
 
 
 def test_each_sample_is_independent_of_its_batch(tiny: Denoiser):
