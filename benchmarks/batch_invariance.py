@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmarks.support import differing, generations, mixed_batch, tokens_in_batches
+from benchmarks.support import differing, generations, mixed_batch, tokens_in_batches, wall_ms
 from model.clip import TEXT_ROWS, ClipEncoder
 from model.config import PAELLA_V1
 from model.denoiser import Denoiser, Upsample, upsample_by_matmul
@@ -201,15 +200,7 @@ def text_cost_report(args: argparse.Namespace) -> dict[str, Any]:
             for n in (1, 8, 64):
                 for _ in range(3):
                     clip.encode_text(prompts[:n])
-                times = []
-                for _ in range(args.repeats):
-                    if cuda:
-                        torch.cuda.synchronize()
-                    began = time.perf_counter()
-                    clip.encode_text(prompts[:n])
-                    if cuda:
-                        torch.cuda.synchronize()
-                    times.append(1e3 * (time.perf_counter() - began))
+                times = wall_ms(lambda: clip.encode_text(prompts[:n]), args.repeats, cuda)  # noqa: B023
                 timings[n] = round(statistics.median(times), 3)
         name = "together" if rows is None else f"chunks of {rows}"
         out[name] = timings
@@ -243,19 +234,17 @@ def cost_report(args: argparse.Namespace) -> dict[str, Any]:
                 r = torch.rand(n, device=args.device)
                 for _ in range(3):
                     run(tokens, cond, r)
-                times = []
-                for _ in range(args.repeats):
-                    if cuda:
+                if cuda:  # CUDA events
+                    times = []
+                    for _ in range(args.repeats):
                         events = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
                         events[0].record()
                         run(tokens, cond, r)
                         events[1].record()
                         events[1].synchronize()
                         times.append(events[0].elapsed_time(events[1]))
-                    else:
-                        began = time.perf_counter()
-                        run(tokens, cond, r)
-                        times.append(1e3 * (time.perf_counter() - began))
+                else:
+                    times = wall_ms(lambda: run(tokens, cond, r), args.repeats, cuda=False)  # noqa: B023
                 timings[n] = round(statistics.median(times), 3)
         if cuda:
             torch._dynamo.reset()  # the next variant compiles its own graph

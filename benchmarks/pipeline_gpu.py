@@ -38,7 +38,16 @@ import httpx
 import torch
 
 from benchmarks.load import Workload, closed_load, open_load
-from benchmarks.support import differing, draws, generations, metrics, mixed_batch, service, tokens_in_batches
+from benchmarks.support import (
+    differing,
+    draws,
+    generations,
+    metrics,
+    mixed_batch,
+    service,
+    tokens_in_batches,
+    wall_ms,
+)
 from model.clip import ClipEncoder
 from model.config import PAELLA_V1, ModelConfig, SamplerConfig
 from model.denoiser import Denoiser
@@ -93,17 +102,6 @@ def reference_mode() -> Iterator[None]:
     finally:
         for setting, precision in zip(settings, before, strict=True):
             setting.fp32_precision = precision
-
-
-def wall_ms(fn: Callable[[], Any], repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        out.append(1000 * (time.perf_counter() - start))
-    return out
 
 
 def png_ms(images: list[Any]) -> float:

@@ -8,11 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,6 +42,23 @@ def tokens_in_batches(pipe: Pipeline, batch: Sequence[Draw], size: int = 32) -> 
     import torch  # here only: the service drivers (scale_out.py, overload_cpu.py) need none
 
     return torch.cat([pipe.tokens(batch[i : i + size]) for i in range(0, len(batch), size)])
+
+
+def wall_ms(fn: Callable[[], Any], repeats: int, cuda: bool = True) -> list[float]:
+    """Wall milliseconds of each of `repeats` calls of `fn`; on CUDA with the device's queue drained before
+    and after each."""
+    import torch
+
+    out = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        out.append(1000 * (time.perf_counter() - start))
+    return out
 
 
 def differing(a: Tensor, b: Tensor) -> list[float]:
