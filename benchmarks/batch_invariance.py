@@ -178,8 +178,11 @@ def tokens_report(
 
 def text_cost_report(args: argparse.Namespace) -> dict[str, Any]:
     """Milliseconds to encode 1, 8 and 64 distinct prompts (tokenizing included, no cache), through CUDA
-    graphs per bucket as the fast path does, with prompts encoded together and in chunks of `TEXT_ROWS`:
-    on CUDA Paella v1's text tower (random weights, float16); on a CPU paella-mini's."""
+    graphs per bucket as the fast path does, with prompts encoded together, in chunks of `TEXT_ROWS`, and
+    in chunks through the compiled tower (the candidate `Pipeline.accelerate(compile_text=True)`, with
+    whether a prompt's embedding is the same bits alone and among ten others, and its largest difference
+    from the eager tower's): on CUDA Paella v1's text tower (random weights, float16); on a CPU
+    paella-mini's."""
     cuda = args.device == "cuda"
     if cuda:
         torch.manual_seed(0)
@@ -190,11 +193,10 @@ def text_cost_report(args: argparse.Namespace) -> dict[str, Any]:
         clip.cache_size = 0  # every call encodes
     prompts = world.eval_prompts(64, 0).prompts
     out: dict[str, Any] = {}
-    for rows in (None, TEXT_ROWS):
+    for rows, compiled in ((None, False), (TEXT_ROWS, False), (TEXT_ROWS, True)):
         clip.text_rows = rows
-        clip.text_tower = BucketGraphs(
-            clip.model.encode_text, BUCKETS if rows is None else (rows,), capture=cuda
-        )
+        tower = compile_batched(clip.model.encode_text) if compiled else clip.model.encode_text
+        clip.text_tower = BucketGraphs(tower, BUCKETS if rows is None else (rows,), capture=cuda)
         timings = {}
         with torch.inference_mode():
             for n in (1, 8, 64):
@@ -202,7 +204,19 @@ def text_cost_report(args: argparse.Namespace) -> dict[str, Any]:
                     clip.encode_text(prompts[:n])
                 times = wall_ms(lambda: clip.encode_text(prompts[:n]), args.repeats, cuda)  # noqa: B023
                 timings[n] = round(statistics.median(times), 3)
-        name = "together" if rows is None else f"chunks of {rows}"
+        name = ("together" if rows is None else f"chunks of {rows}") + (", compiled" if compiled else "")
+        if compiled:  # the candidate's bits: a prompt alone as among the others
+            with torch.inference_mode():
+                clip.clear_cache()
+                among = clip.encode_text(prompts[:11])
+                clip.clear_cache()
+                timings["same_bits_alone"] = bool(torch.equal(clip.encode_text(prompts[9:10])[0], among[9]))
+                timings["max_abs_vs_eager"] = (
+                    (among - clip.model.encode_text(clip.tokenizer(prompts[:11]).to(among.device)))
+                    .abs()
+                    .max()
+                    .item()
+                )
         out[name] = timings
         print("text", name, json.dumps(timings), flush=True)
     return out

@@ -40,6 +40,7 @@ from model.ops import (
     StructuralEdit,
     Variation,
 )
+from model.pixels import pil_images, rgb8
 from model.rows import build_rows, signed
 from model.sampler import Picker, Rows, Sampled, pick_codes, sample
 from model.transfer import to_device
@@ -119,6 +120,7 @@ class Pipeline:
         capture: bool | None = None,
         autotune: bool = False,
         text_rows: int | Literal["cuda"] | None = "cuda",
+        compile_text: bool = False,
     ) -> None:
         """The fast path: the denoiser and the VQGAN decoder compiled for the native canvas (torch.compile,
         every batch size; other canvases and spatial conditions run them uncompiled rather than wait for a
@@ -132,6 +134,7 @@ class Pipeline:
         (`cudnn.benchmark`); off, cuDNN's heuristics choose: on the H100 the same speed at batch 1 and 64,
         and a restart's warm-up 30 s instead of 114 s (`benchmarks/README.md`). `text_rows`: prompts encoded
         in chunks of that many rows (`ClipEncoder.text_rows`); "cuda", of `TEXT_ROWS` on CUDA only.
+        `compile_text`: the text tower through torch.compile too (a candidate, off until measured).
         """
         cuda = self.device.type == "cuda"
         self.clip.text_rows = (TEXT_ROWS if cuda else None) if text_rows == "cuda" else text_rows
@@ -162,7 +165,8 @@ class Pipeline:
 
         self._sample, self._decode, self._encode = graphs(run), graphs(decode), graphs(self.vqgan.encode)
         clip = self.clip
-        text = graphs(clip.model.encode_text, buckets if clip.text_rows is None else (clip.text_rows,))
+        tower = compile_batched(clip.model.encode_text) if compile_text else clip.model.encode_text
+        text = graphs(tower, buckets if clip.text_rows is None else (clip.text_rows,))
         clip.text_tower, clip.image_tower = text, graphs(clip.model.encode_image)
         self._graphs = [self._sample, self._decode, self._encode, clip.text_tower, clip.image_tower]
         self.exact_vqgan = False
@@ -195,7 +199,7 @@ class Pipeline:
     @torch.inference_mode()
     def decode(self, tokens: Tensor) -> list[Image.Image]:
         """PIL RGB images of token grids [B, h, w]."""
-        return _pictures(self._vqgan(self._decode, tokens))
+        return pil_images(self._vqgan(self._decode, tokens))
 
     def images(self, draws: Sequence[Draw]) -> list[Image.Image]:
         """`decode(tokens(draws))`."""
@@ -237,7 +241,7 @@ class Pipeline:
         if picks:
             rows, columns = (to_device(torch.tensor(p), self.device) for p in zip(*picks, strict=True))
             x = torch.cat([x, self._vqgan(self._decode, out.snapshots[rows, columns])])
-        pixels = _rgb8(x)
+        pixels = rgb8(x)
         done = None
         if pixels.is_cuda:  # into pinned host memory, behind the batch's work on the stream
             pixels = pixels.to("cpu", non_blocking=True)
@@ -388,13 +392,3 @@ class Pipeline:
         for graphs in self._graphs:
             graphs.seal()
         return seconds
-
-
-def _rgb8(x: Tensor) -> Tensor:
-    """A decoded batch (B, 3, H, W) in [0, 1] as 8-bit pixels (B, H, W, 3), where it lies."""
-    return (x.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
-
-def _pictures(x: Tensor) -> list[Image.Image]:
-    """PIL RGB images of a decoded batch (B, 3, H, W) in [0, 1]."""
-    return [Image.fromarray(a, "RGB") for a in _rgb8(x).cpu().numpy()]

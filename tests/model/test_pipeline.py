@@ -348,6 +348,26 @@ def test_text_rows_encode_every_prompt_in_one_graph_of_that_many_rows(tiny_model
     assert pipe.clip.text_rows is None
 
 
+def test_compile_text_runs_the_chunks_through_a_compiled_tower_with_the_eager_embeddings(tiny_model_dir):
+    """The candidate `compile_text`: the text tower through torch.compile for its one chunk shape; its
+    embeddings are the eager tower's within float32 rounding, and a prompt's are the same bits alone and
+    among others."""
+    pipe = Pipeline.from_folder(tiny_model_dir)
+    prompts = ["a red circle", "a blue square", "a green triangle above a yellow circle"]
+    with torch.inference_mode():
+        eager = pipe.clip.encode_text(prompts)
+    pipe.clip.clear_cache()
+    pipe.accelerate((1, 2, 4), compile=False, capture=False, text_rows=4, compile_text=True)
+    tower = pipe.clip.text_tower
+    assert isinstance(tower, BucketGraphs) and tower.fn is not pipe.clip.model.encode_text
+    with torch.inference_mode():
+        compiled = pipe.clip.encode_text(prompts)
+        pipe.clip.clear_cache()
+        alone = pipe.clip.encode_text(prompts[1:2])
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    assert torch.equal(alone[0], compiled[1])
+
+
 def test_render_decodes_chosen_steps_of_the_same_pass(pipe):
     """Previews come from the sampling pass that makes the pictures: the pictures are `images`' own, and a
     draw's previews are its own whatever the batch asks of the others."""
