@@ -330,7 +330,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[2, 128], help="cost: denoiser batch sizes")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument(
-        "--parts", nargs="+", choices=("layers", "tokens", "cost"), default=["layers", "tokens", "cost"]
+        "--parts",
+        nargs="+",
+        choices=("layers", "tokens", "cost", "text"),
+        default=["layers", "tokens", "cost"],
+        help="cost: the denoiser's and the text tower's; text: the text tower's alone",
     )
     parser.add_argument("--device", default="cuda", help="cpu: paella-mini's eager path (embedded default)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch_invariance.json"))
@@ -355,6 +359,7 @@ def main() -> None:
     if "cost" in args.parts:
         result["cost_ms"] = cost_report(args)
         save()
+    if "cost" in args.parts or "text" in args.parts:
         result["text_cost_ms"] = text_cost_report(args)
         save()
     print(f"wrote {args.out}")
