@@ -43,9 +43,16 @@ PROMPT = "a red circle"
 class Service(NamedTuple):
     url: str
     models: dict[str, Path]  # the weight folder of each model served
+    openai_client: openai.OpenAI  # one for all the module's tests, closed with the service
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="not-checked", timeout=120)
+        return self.openai_client
+
+
+def openai_client(url: str) -> openai.OpenAI:
+    """The OpenAI SDK's client of the service at `url` (a client per test left sockets for the garbage
+    collector, whose ResourceWarning then failed whichever test it fell in)."""
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="not-checked", timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +90,8 @@ def on_redis(models: dict[str, Path]) -> Iterator[Service]:
         )
 
     processes = [paella("api", Path("/nowhere"))] + [paella("worker", path) for path in models.values()]
-    service = Service(f"http://127.0.0.1:{port}", models)
+    url = f"http://127.0.0.1:{port}"
+    service = Service(url, models, openai_client(url))
     try:
         deadline, served = time.monotonic() + 120, set()
         while served != set(models) and time.monotonic() < deadline:
@@ -94,6 +102,7 @@ def on_redis(models: dict[str, Path]) -> Iterator[Service]:
         assert served == set(models), served
         yield service
     finally:
+        service.openai_client.close()
         for process in processes:
             process.terminate()
         for process in processes:
@@ -113,8 +122,8 @@ def service(
             yield on
         return
     settings = Settings(weights=tiny_model_dir, device="cpu", max_wait_ms=5)
-    with LiveServer(create_app(settings)) as live:
-        yield Service(live.url, {"tiny": tiny_model_dir})
+    with LiveServer(create_app(settings)) as live, openai_client(live.url) as client:
+        yield Service(live.url, {"tiny": tiny_model_dir}, client)
 
 
 def expected_png(folder: Path, size: int, seed: int, steps: int) -> bytes:
