@@ -8,7 +8,8 @@ every size a bucket). A model of the device, not the device: it shows what the p
 to batch sizes and latency.
 
     PYTHONPATH=. .venv/bin/python benchmarks/launch_policy.py \
-        --curve benchmarks/results/pipeline_gpu_NVIDIA_H100_80GB_HBM3.json --rate 95 --seconds 20
+        --curve benchmarks/results/pipeline_gpu_NVIDIA_H100_80GB_HBM3.2026-12-07.first.json \
+        --rate 95 --seconds 20
 """
 
 from __future__ import annotations
@@ -172,7 +173,14 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        result = {"card_of_curve": run["card"], "buckets": list(buckets), "settings": settings, "runs": rows}
+        result = {
+            "card_of_curve": run["card"],
+            "date_of_curve": run.get("date"),
+            "curve_ms": {str(r["batch"]): r["latency_ms"] for r in run["fast"]},
+            "buckets": list(buckets),
+            "settings": settings,
+            "runs": rows,
+        }
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -1,5 +1,11 @@
 """Helpers of the benchmark scripts whose mistakes would skew a GPU run's figures."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -8,6 +14,8 @@ from benchmarks.pipeline_gpu import reference_mode
 from benchmarks.support import differing
 from model.config import DenoiserConfig
 from model.denoiser import Denoiser, Upsample, upsample_by_matmul
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_reference_mode_turns_tf32_off_inside_and_restores_the_precision_settings_after():
@@ -51,3 +59,21 @@ def test_the_matmul_variant_computes_by_matmul_on_a_cpu_too():
     layer = MatmulUpsample(4, 3).double()
     x = torch.randn(2, 4, 5, 3, dtype=torch.float64)
     assert torch.equal(layer(x), upsample_by_matmul(x, layer.weight, layer.bias))
+
+
+def test_launch_policy_records_the_curve_it_simulated(tmp_path: Path) -> None:
+    """The result carries the batch times it simulated and the date of their run, so it still says what it
+    ran on after a later run of the card has taken the curve file's name."""
+    curve = REPO / "benchmarks/results/pipeline_gpu_NVIDIA_H100_80GB_HBM3.2026-12-07.first.json"
+    out = tmp_path / "policy.json"
+    script = [sys.executable, str(REPO / "benchmarks/launch_policy.py"), "--curve", str(curve)]
+    args = ["--rate", "40", "--seconds", "0.5", "--out", str(out)]
+    subprocess.run(
+        script + args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=120
+    )
+    result = json.loads(out.read_text())
+    run = json.loads(curve.read_text())
+    assert result["card_of_curve"] == run["card"] and result["date_of_curve"] == run["date"]
+    assert result["curve_ms"] == {str(r["batch"]): r["latency_ms"] for r in run["fast"]}
+    assert [r["policy"] for r in result["runs"]] == ["two in flight", "two in flight, timed", "one in flight"]
+    assert all(r["requests"] > 0 and r["images_per_s"] > 0 for r in result["runs"])

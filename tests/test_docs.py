@@ -24,6 +24,14 @@ def test_every_local_link_and_picture_exists(page: Path) -> None:
     ]
 
 
+def test_every_benchmark_input_named_in_a_command_exists() -> None:
+    """A command's --curve is the recorded run a reader reruns it on: that file is in the repository."""
+    text = (REPO / "benchmarks" / "README.md").read_text()
+    inputs = re.findall(r"--curve\s+(\S+)", text)
+    assert len(inputs) >= 3
+    assert [p for p in inputs if not (REPO / p).is_file()] == []
+
+
 def test_every_setting_is_documented() -> None:
     text = (REPO / "docs" / "configuration.md").read_text()
     missing = [env_name(name) for name in Settings.model_fields if f"`{env_name(name)}`" not in text]
