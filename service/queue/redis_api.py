@@ -42,6 +42,7 @@ def queue_lost() -> ServiceError:
 class _Waiting:
     job: Job
     events: asyncio.Queue[Event | ServiceError] = dataclasses.field(default_factory=asyncio.Queue)
+    admitted: bool = False  # its marker is written: from now on a missing marker means Redis lost it
 
 
 class RedisApi(RedisBase):
@@ -98,6 +99,7 @@ class RedisApi(RedisBase):
         if not entry:
             self._waiting.pop(job.id, None)
             raise self.admission.refusal(int(before) / 1000, units, rate)
+        waiting.admitted = True
         return self._answer(waiting, job.deadline)
 
     async def _answer(self, waiting: _Waiting, deadline: float) -> AsyncIterator[Event]:
@@ -175,8 +177,10 @@ class RedisApi(RedisBase):
             waiting.events.put_nowait(Result(message["i"], data))
 
     async def _check_lost(self) -> None:
-        """Answer 503 `queue_lost` every waiting job whose marker Redis no longer has."""
-        ids = list(self._waiting)
+        """Answer 503 `queue_lost` every admitted waiting job whose marker Redis no longer has. A job still
+        in admission has none yet: it waits in `_waiting` before its marker is written, so that no answer
+        comes before it is listened for."""
+        ids = [job_id for job_id, waiting in self._waiting.items() if waiting.admitted]
         if not ids:
             return
         async with self.redis.pipeline(transaction=False) as pipe:

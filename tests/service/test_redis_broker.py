@@ -114,6 +114,40 @@ def test_round_trip_through_a_worker() -> None:
     run(scenario)
 
 
+def test_a_lost_job_check_during_admission_does_not_call_the_job_lost() -> None:
+    """A job waits for its answers from before its admission script writes its marker; the listener's
+    check for lost jobs, landing in that window, must not answer it 503 `queue_lost` (300 concurrent
+    requests hit this window once in a CI run)."""
+
+    async def scenario(client: Redis, prefix: str) -> None:
+        api = broker(client, prefix)
+        queue = broker(client, prefix, consumer="w1")
+        admit = api._admit
+
+        async def check_then_admit(*args: Any, **kwargs: Any) -> Any:
+            await api._check_lost()  # as the listener would, between waiting and admission
+            return await admit(*args, **kwargs)
+
+        api._admit = check_then_admit  # type: ignore[assignment]
+        worker = Worker(queue, fake_execute, max_batch_size=4, max_wait_ms=10, poll_s=0.05)
+        task = asyncio.create_task(worker.run())
+        try:
+            lone = job(2)
+            assert await api.submit(lone) == [fake_png(lone, s) for s in lone.seeds]
+        finally:
+            worker.stop()
+            await task
+        gone = job(1)  # admitted, then its marker lost (as a Redis restart without its data loses it)
+        events = await api.enqueue(gone)
+        await client.delete(api.job_key(gone.id))
+        await api._check_lost()
+        with pytest.raises(ServiceError) as lost:
+            await anext(events)
+        assert (lost.value.status, lost.value.code) == (503, "queue_lost")
+
+    run(scenario)
+
+
 def test_results_have_a_ttl_and_the_entry_is_acked_only_once_all_are_stored() -> None:
     async def scenario(client: Redis, prefix: str) -> None:
         api = broker(client, prefix)
