@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.support import draws
+from model import sampler
 from model.ops import Generate
 from model.pipeline import Pipeline
 from model.weights import write_random_folder
@@ -28,6 +29,8 @@ from training import world
 from training.mini import PAELLA_MINI
 
 PROMPT = "a large red circle in the top left on a blue background"
+
+CHECKED_SEEDS = 32  # variants of one model: their tokens for these seeds compared
 
 
 def build(weights: Path | None) -> Pipeline:
@@ -49,6 +52,13 @@ def main() -> None:
         action="append",
         help="a weight folder; give it more than once to time several models in one run (interleaved)",
     )
+    parser.add_argument(
+        "--typical-candidates",
+        type=int,
+        nargs="+",
+        default=[sampler.TYPICAL_CANDIDATES],
+        help="model.sampler.TYPICAL_CANDIDATES; several: each timed (interleaved), 0 sorts every row",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--steps", type=int, default=8)
@@ -57,13 +67,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folders: list[Path | None] = list(args.weights) if args.weights else [None]
-    models = [Model(build(w), w, args.steps, args.batch) for w in folders]
+    pipes = [(build(w), w) for w in folders]
+    models = [Model(p, w, args.steps, args.batch, k) for p, w in pipes for k in args.typical_candidates]
     for m in models:
         m.warm_up()
     for _ in range(args.repeats):  # round robin, so a slower spell of the machine hits every model alike
         for m in models:
             m.time_once()
     reports = [m.report() for m in models]
+    for report_, model in zip(reports, models, strict=True):  # each variant's tokens against the first's
+        first = next(m for m in models if m.pipe is model.pipe)
+        report_[f"tokens_of_{CHECKED_SEEDS}_seeds_equal_to_first_variant"] = torch.equal(
+            model.checked, first.checked
+        )
     report = {
         "threads": args.threads,
         "cpu": platform.processor() or platform.machine(),
@@ -79,8 +95,8 @@ def main() -> None:
 class Model:
     """One weight folder's pipeline and its timings: the whole picture, sampling, decoding, text encoding."""
 
-    def __init__(self, pipe: Pipeline, weights: Path | None, steps: int, batch: int):
-        self.pipe, self.weights, self.batch_size = pipe, weights, batch
+    def __init__(self, pipe: Pipeline, weights: Path | None, steps: int, batch: int, candidates: int):
+        self.pipe, self.weights, self.batch_size, self.candidates = pipe, weights, batch, candidates
         self.sampler = dataclasses.replace(pipe.config.sampler, steps=steps)
         size = pipe.config.image_size
         self.batch = draws([Generate(PROMPT, size, size)] * batch, list(range(batch)), self.sampler)
@@ -88,11 +104,18 @@ class Model:
         self.times["clip_encode_text"] = []
 
     def warm_up(self) -> None:
+        sampler.TYPICAL_CANDIDATES = self.candidates
         self.pipe.images(self.batch)
         self.tokens = self.pipe.tokens(self.batch)
+        size = self.pipe.config.image_size
+        seeds = range(CHECKED_SEEDS)
+        self.checked = self.pipe.tokens(
+            draws([Generate(PROMPT, size, size)] * len(seeds), seeds, self.sampler)
+        )
 
     def time_once(self) -> None:
         pipe, batch = self.pipe, self.batch
+        sampler.TYPICAL_CANDIDATES = self.candidates
         text = pipe.clip.tokenizer([PROMPT] * self.batch_size)
         for name, fn in (
             ("generate", lambda: pipe.images(batch)),
@@ -118,6 +141,7 @@ class Model:
             "steps": self.sampler.steps,
             "guidance_scale": self.sampler.guidance_scale,
             "typical_filtering": self.sampler.typical_filtering,
+            "typical_candidates": self.candidates,
             "params": {
                 "denoiser": params(self.pipe.denoiser),
                 "vqgan": params(self.pipe.vqgan),

@@ -6,8 +6,10 @@ import torch
 
 from model.config import RENOISE_MODES, SamplerConfig
 from model.sampler import (
+    TYPICAL_CANDIDATES,
     Rows,
     Stream,
+    _typical_threshold,
     draw_codes,
     guide,
     noise_tokens,
@@ -155,6 +157,34 @@ def test_typical_filter_matches_a_slow_reimplementation(mass, min_tokens):
         assert torch.equal(out[row, sorted(kept)], logits[row, sorted(kept)])
     off = typical_keep(logits, torch.zeros(40), torch.ones(40, dtype=torch.int64))
     assert off.all()  # mass 0: filtering off
+
+
+def test_typical_filter_from_candidates_keeps_what_a_full_sort_keeps():
+    """On a CPU the threshold comes from each row's lowest-scoring candidates, the rows whose typical set
+    reaches past them sorted in full: the same mask as sorting every row, on peaked rows (a few codes),
+    flat ones (hundreds), codes at -inf, a minimum count past the candidates and filtering off."""
+    g = torch.Generator().manual_seed(3)
+    n, v = 96, 1024
+    sharpness = torch.logspace(-2, 1.5, n)[:, None]  # flat rows first, peaked last
+    logits = torch.randn(n, v, generator=g) * sharpness
+    logits[::7, : v // 2] = -math.inf  # half the codebook filtered out before
+    mass = torch.rand(n, generator=g) * 0.95
+    mass[::11] = 0.0
+    min_tokens = torch.ones(n, dtype=torch.int64)
+    min_tokens[5::13] = TYPICAL_CANDIDATES + 36
+    keep = typical_keep(logits, mass, min_tokens)
+
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    score = (logp + -(p * logp).nansum(-1, keepdim=True)).abs()
+    full = (score <= _typical_threshold(score, p, mass, min_tokens)) | (mass <= 0)[:, None]
+    assert torch.equal(keep, full)
+    sizes = keep[mass > 0].sum(-1)
+    assert sizes.min() == 1 and sizes.max() > 3 * TYPICAL_CANDIDATES  # both sides of the candidates
+    assert (keep[5::13].sum(-1) >= TYPICAL_CANDIDATES + 36).all()
+    for row in (1, 40, 95):  # and against Paella's filtering spelled out
+        kept = set(keep[row].nonzero().flatten().tolist())
+        assert kept == _slow_typical_keep(logits[row], mass[row].item(), int(min_tokens[row]))
 
 
 def test_inverse_cdf_reproduces_the_tempered_filtered_distribution():
