@@ -12,6 +12,7 @@ from torch import nn
 from benchmarks.batch_invariance import MatmulUpsample, upsampling
 from benchmarks.pipeline_gpu import reference_mode
 from benchmarks.support import differing
+from benchmarks.targets import verdicts
 from model.config import DenoiserConfig
 from model.denoiser import Denoiser, Upsample, upsample_by_matmul
 
@@ -77,3 +78,29 @@ def test_launch_policy_records_the_curve_it_simulated(tmp_path: Path) -> None:
     assert result["curve_ms"] == {str(r["batch"]): r["latency_ms"] for r in run["fast"]}
     assert [r["policy"] for r in result["runs"]] == ["two in flight", "two in flight, timed", "one in flight"]
     assert all(r["requests"] > 0 and r["images_per_s"] > 0 for r in result["runs"])
+
+
+def test_targets_read_the_committed_runs_as_they_stand() -> None:
+    """The recorded runs, by their dated names: the H200's first run of 2026-11-29 met every target, its
+    rerun missed the warm-up (190 s), and the H100's first run of 2026-12-07 is no H200, under 120 images/s
+    and not batch invariant. The exit status says whether all were met."""
+    results = REPO / "benchmarks" / "results"
+
+    def missed(name: str) -> list[str]:
+        return [v.what for v in verdicts(json.loads((results / name).read_text())) if not v.met]
+
+    assert missed("pipeline_gpu_NVIDIA_H200.first.json") == []
+    assert missed("pipeline_gpu_NVIDIA_H200.2026-11-29.json") == ["warm-up, first start (s)"]
+    assert missed("pipeline_gpu_NVIDIA_H100_80GB_HBM3.2026-12-07.first.json") == [
+        "card",
+        "images/s at the best batch size",
+        "a seed alone vs in its batch of 32",
+    ]
+    assert not any(v.met for v in verdicts({}))
+    script = [sys.executable, str(REPO / "benchmarks/targets.py")]
+    for name, status in (
+        ("pipeline_gpu_NVIDIA_H200.first.json", 0),
+        ("pipeline_gpu_NVIDIA_H200.2026-11-29.json", 1),
+    ):
+        done = subprocess.run([*script, str(results / name)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == status and done.stdout.count("NOT MET") == status
