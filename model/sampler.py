@@ -125,36 +125,29 @@ def typical_keep(logits: Tensor, mass: Tensor, min_tokens: Tensor) -> Tensor:
     p = logp.exp()
     entropy = -(p * logp).nansum(-1, keepdim=True)
     score = logp.add_(entropy).abs_()
-    if score.device.type == "cpu" and 0 < TYPICAL_CANDIDATES < score.shape[-1]:
-        threshold = _typical_threshold_by_candidates(score, p, mass, min_tokens)
-    else:  # one sort of every row: no data-dependent branch, nothing for the host to wait for
-        threshold = _typical_threshold(score, p, mass, min_tokens)
-    return (score <= threshold) | (mass <= 0)[:, None]
+    candidates = TYPICAL_CANDIDATES if score.device.type == "cpu" else 0  # elsewhere nothing data-dependent
+    return (score <= _typical_threshold(score, p, mass, min_tokens, candidates)) | (mass <= 0)[:, None]
 
 
-def _typical_threshold(score: Tensor, p: Tensor, mass: Tensor, min_tokens: Tensor) -> Tensor:
-    """The score [N, 1] at which each row's ascending-score cumulative probability reaches `mass`."""
+def _typical_threshold(
+    score: Tensor, p: Tensor, mass: Tensor, min_tokens: Tensor, candidates: int = 0
+) -> Tensor:
+    """The score [N, 1] at which each row's ascending-score cumulative probability reaches `mass` (at
+    least `min_tokens` codes). With `candidates` (0 < k < V), from each row's k lowest scores, sorting in
+    full only the rows that need more codes (the host looks at which: a CPU's path). The same threshold:
+    the candidates are the sorted row's first codes, and the cumulative sum is sequential, so its first
+    terms are the full sort's to the bit."""
     num = score.shape[-1]
-    ranked, order = score.sort(dim=-1)
+    k = candidates if 0 < candidates < num else num
+    ranked, order = score.sort(dim=-1) if k == num else score.topk(k, dim=-1, largest=False, sorted=True)
     cum = p.gather(-1, order).cumsum_(-1)
     del order  # [N, V] buffers add up at B=64 x 32 x 32 x 8192: free them early
-    last = (cum < mass[:, None]).sum(-1, keepdim=True)
-    last = torch.maximum(last, min_tokens[:, None] - 1).clamp_(0, num - 1)
-    return ranked.gather(-1, last)
-
-
-def _typical_threshold_by_candidates(score: Tensor, p: Tensor, mass: Tensor, min_tokens: Tensor) -> Tensor:
-    """`_typical_threshold` from each row's `TYPICAL_CANDIDATES` lowest scores, sorting in full only the
-    rows that need more codes. The same threshold: the candidates are the sorted row's first codes, and
-    the cumulative sum is sequential, so its first terms are the full sort's to the bit."""
-    k = TYPICAL_CANDIDATES
-    ranked, order = score.topk(k, dim=-1, largest=False, sorted=True)
-    cum = p.gather(-1, order).cumsum_(-1)
-    last = torch.maximum((cum < mass[:, None]).sum(-1, keepdim=True), min_tokens[:, None] - 1).clamp_(min=0)
-    threshold = ranked.gather(-1, last.clamp(max=k - 1))
-    beyond = (last >= k).squeeze(-1)  # the mass or the minimum count lies past the candidates
-    if beyond.any():  # a CPU: no device to wait for
-        threshold[beyond] = _typical_threshold(score[beyond], p[beyond], mass[beyond], min_tokens[beyond])
+    last = torch.maximum((cum < mass[:, None]).sum(-1, keepdim=True), min_tokens[:, None] - 1)
+    threshold = ranked.gather(-1, last.clamp(0, k - 1))
+    if k < num:
+        beyond = (last >= k).squeeze(-1)  # the mass or the minimum count lies past the candidates
+        if beyond.any():
+            threshold[beyond] = _typical_threshold(score[beyond], p[beyond], mass[beyond], min_tokens[beyond])
     return threshold
 
 
